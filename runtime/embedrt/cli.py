@@ -1,0 +1,114 @@
+"""The ``embedrt`` command: export, encode, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .manifest import Artifact
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from embedrt_export import export
+    except ImportError as exc:
+        print(f"embedrt export needs the export extra: pip install 'embedrt[export]' "
+              f"(install torch==2.13.0 first) [{exc}]", file=sys.stderr)
+        return 2
+    manifest = export(args.source, args.output, name=args.name, overwrite=args.overwrite)
+    parity = manifest.towers["text"].variants["fp32"].parity
+    print(f"wrote {args.output}: {manifest.name}, dim {manifest.embedding_dimension}, "
+          f"max_seq_length {manifest.tokenizer.max_seq_length}, "
+          f"parity max 1-cos {parity['max_one_minus_cos']:.2e}, token max-abs {parity['token_max_abs']:.2e}")
+    return 0
+
+
+def _read_lines(path: str) -> list[str]:
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with stream:
+        return [line.rstrip("\n") for line in stream]
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .model import SentenceTransformer
+
+    model = SentenceTransformer(args.artifact, threads=args.threads, variant=args.variant)
+    texts = _read_lines(args.input)
+    embeddings = model.encode(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet,
+                              normalize_embeddings=args.normalize)
+    np.save(args.output, embeddings)
+    print(f"{len(texts)} texts -> {args.output} {tuple(embeddings.shape)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    artifact = Artifact(args.artifact)
+    m = artifact.manifest
+    if args.verify:
+        artifact.verify_all()
+    if args.json:
+        print(m.to_json(), end="")
+        return 0
+    print(f"name                {m.name}")
+    print(f"schema              {m.schema}")
+    print(f"embedding dimension {m.embedding_dimension}")
+    print(f"similarity          {m.similarity_fn_name}{' (graph output is normalized)' if m.normalized else ''}")
+    print(f"max_seq_length      {m.tokenizer.max_seq_length} (position limit {m.tokenizer.model_max_length})")
+    print(f"modules             {json.dumps(m.source.get('modules', []))}")
+    for tower_name, tower in m.towers.items():
+        for key, v in tower.variants.items():
+            parity = ", ".join(f"{k} {val:.3g}" for k, val in v.parity.items()) or "not measured"
+            default = " (default)" if key == tower.default_variant else ""
+            print(f"{tower_name}/{key:<14}{default} {v.file}  opset {v.opset}  parity: {parity}")
+    print(f"created with        {', '.join(f'{k} {v}' for k, v in sorted(m.created_with.items()))}")
+    if args.verify:
+        print(f"files               {len(m.files)} verified (sha256)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(prog="embedrt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export a sentence-transformers folder to an artifact (needs [export])")
+    p.add_argument("source", help="sentence-transformers model folder")
+    p.add_argument("-o", "--output", required=True, help="artifact folder to write")
+    p.add_argument("--name", help="model name recorded in the manifest (default: folder name)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("encode", help="embed text lines into a .npy file")
+    p.add_argument("artifact")
+    p.add_argument("-i", "--input", default="-", help="text file, one text per line ('-' = stdin)")
+    p.add_argument("-o", "--output", required=True, help=".npy file to write")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--variant", help="graph variant (default: the manifest's default)")
+    p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("info", help="print an artifact's key facts and parity figures")
+    p.add_argument("artifact")
+    p.add_argument("--verify", action="store_true", help="also check every file's sha256")
+    p.add_argument("--json", action="store_true", help="print the whole manifest")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``embedrt`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, TypeError, RuntimeError, FileExistsError, FileNotFoundError) as exc:
+        print(f"embedrt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Length-sorted, token-budget batching over one ONNX Runtime session.
+
+The engine is the piece every front end drives (the ``SentenceTransformer`` facade today; a
+server's dynamic batcher or a Ray actor next): it takes token ids, never raw text, and is
+thread-safe because it keeps no per-call state and ORT's ``run`` is safe to call concurrently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tokenization import Encoded
+
+SENTENCE = "sentence_embedding"
+TOKENS = "token_embeddings"
+
+
+def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None = None) -> list[np.ndarray]:
+    """Group indices into batches, longest first, so each batch pads as little as possible.
+
+    A batch holds at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most
+    that many padded tokens (count × longest length), but always at least one text.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    n = len(order)
+    while start < n:
+        longest = max(int(lengths[order[start]]), 1)
+        size = batch_size
+        if max_batch_tokens is not None:
+            size = max(1, min(size, max_batch_tokens // longest))
+        batches.append(order[start:start + size])
+        start += size
+    return batches
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """Results for the texts of one call, in the caller's order."""
+
+    sentence_embedding: np.ndarray | None
+    token_embeddings: list[np.ndarray] | None
+
+
+class Engine:
+    """Runs a sentence-embedding graph over pre-tokenized inputs."""
+
+    def __init__(self, session, pad_token_id: int, max_batch_tokens: int | None = None) -> None:
+        self.session = session
+        self.pad_token_id = pad_token_id
+        self.max_batch_tokens = max_batch_tokens
+        self.input_names = tuple(i.name for i in session.get_inputs())
+        self.output_names = tuple(o.name for o in session.get_outputs())
+        missing = {"input_ids", "attention_mask"} - set(self.input_names)
+        if missing:
+            raise ValueError(f"graph lacks required inputs {sorted(missing)}; has {self.input_names}")
+
+    def _feeds(self, encoded: Encoded, idx: np.ndarray) -> dict[str, np.ndarray]:
+        seqs = [encoded.ids[i] for i in idx]
+        width = max(max(len(s) for s in seqs), 1)
+        input_ids = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, seq in enumerate(seqs):
+            input_ids[row, :len(seq)] = seq
+            attention_mask[row, :len(seq)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            type_ids = np.zeros_like(input_ids)
+            for row, i in enumerate(idx):
+                t = encoded.type_ids[i]
+                type_ids[row, :len(t)] = t
+            feeds["token_type_ids"] = type_ids
+        return feeds
+
+    def run(self, encoded: Encoded, *, batch_size: int = 32, outputs: Sequence[str] = (SENTENCE,),
+            on_batch: Callable[[int], None] | None = None) -> BatchOutput:
+        """Embed every encoded text; ``on_batch(n)`` is called after each batch of ``n`` texts."""
+        for name in outputs:
+            if name not in self.output_names:
+                raise ValueError(f"output {name!r} not in graph outputs {self.output_names}")
+        lengths = encoded.lengths()
+        n = len(lengths)
+        sentence: np.ndarray | None = None
+        tokens: list[np.ndarray] | None = [None] * n if TOKENS in outputs else None  # type: ignore[list-item]
+        for idx in plan_batches(lengths, batch_size, self.max_batch_tokens):
+            results = dict(zip(outputs, self.session.run(list(outputs), self._feeds(encoded, idx))))
+            if SENTENCE in results:
+                batch = results[SENTENCE]
+                if sentence is None:
+                    sentence = np.empty((n, batch.shape[1]), dtype=batch.dtype)
+                sentence[idx] = batch
+            if tokens is not None:
+                for row, i in enumerate(idx):
+                    tokens[i] = results[TOKENS][row, :max(int(lengths[i]), 1)]
+            if on_batch is not None:
+                on_batch(len(idx))
+        return BatchOutput(sentence_embedding=sentence, token_embeddings=tokens)

@@ -1,0 +1,215 @@
+"""The artifact manifest: the one contract between the exporter and the runtime.
+
+An artifact is a folder holding ONNX graphs, a tokenizer and ``manifest.json``. The manifest
+says what the graphs compute (pooling, Dense, LayerNorm, Normalize are all inside them), how
+text must be tokenized, and the sha256 of every file, so a damaged artifact is refused
+instead of producing wrong embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "embedrt.artifact/1"
+MANIFEST_NAME = "manifest.json"
+SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")
+
+
+class ArtifactError(ValueError):
+    """An artifact folder is missing, malformed or damaged."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file of the artifact with the digest it must have."""
+
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class GraphVariant:
+    """One ONNX graph of a tower (fp32, optimized, int8 for an ISA, fp16)."""
+
+    file: str
+    opset: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    parity: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tower:
+    """A model input branch (``text``; CLIP adds ``vision``) and its graph variants."""
+
+    variants: dict[str, GraphVariant]
+    default_variant: str = "fp32"
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """How text becomes token ids; padding and truncation are set by the runtime, not the file."""
+
+    kind: str  # "hf": a tokenizers ``tokenizer.json``
+    file: str
+    max_seq_length: int
+    pad_token_id: int
+    model_max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about an artifact."""
+
+    schema: str
+    name: str
+    embedding_dimension: int
+    similarity_fn_name: str
+    normalized: bool
+    tokenizer: TokenizerSpec
+    towers: dict[str, Tower]
+    files: dict[str, FileEntry]
+    source: dict[str, Any] = field(default_factory=dict)
+    created_with: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+
+    def to_json(self) -> str:
+        """Serialize as the ``manifest.json`` text (stable key order, so diffs stay readable)."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Build a manifest from parsed JSON, raising :class:`ArtifactError` on any schema violation."""
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{MANIFEST_NAME}: expected a JSON object, got {type(data).__name__}")
+        if data.get("schema") != SCHEMA:
+            raise ArtifactError(
+                f"{MANIFEST_NAME}: unsupported schema {data.get('schema')!r}; this embedrt reads {SCHEMA!r}"
+            )
+        try:
+            towers = {
+                name: Tower(
+                    variants={
+                        key: GraphVariant(
+                            file=v["file"],
+                            opset=int(v["opset"]),
+                            inputs=tuple(v["inputs"]),
+                            outputs=tuple(v["outputs"]),
+                            parity={k: float(x) for k, x in v.get("parity", {}).items()},
+                        )
+                        for key, v in t["variants"].items()
+                    },
+                    default_variant=t.get("default_variant", "fp32"),
+                )
+                for name, t in data["towers"].items()
+            }
+            manifest = cls(
+                schema=data["schema"],
+                name=str(data["name"]),
+                embedding_dimension=int(data["embedding_dimension"]),
+                similarity_fn_name=str(data["similarity_fn_name"]),
+                normalized=bool(data["normalized"]),
+                tokenizer=TokenizerSpec(**data["tokenizer"]),
+                towers=towers,
+                files={k: FileEntry(**v) for k, v in data["files"].items()},
+                source=dict(data.get("source", {})),
+                created_with=dict(data.get("created_with", {})),
+                prompts=dict(data.get("prompts", {})),
+                default_prompt_name=data.get("default_prompt_name"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{MANIFEST_NAME}: malformed ({type(exc).__name__}: {exc})") from exc
+        manifest._check_consistency()
+        return manifest
+
+    def _check_consistency(self) -> None:
+        if self.similarity_fn_name not in SIMILARITY_FUNCTIONS:
+            raise ArtifactError(
+                f"{MANIFEST_NAME}: similarity_fn_name {self.similarity_fn_name!r} not in {SIMILARITY_FUNCTIONS}"
+            )
+        if not self.towers:
+            raise ArtifactError(f"{MANIFEST_NAME}: no towers")
+        referenced = [self.tokenizer.file]
+        for tower_name, tower in self.towers.items():
+            if tower.default_variant not in tower.variants:
+                raise ArtifactError(
+                    f"{MANIFEST_NAME}: tower {tower_name!r} default variant {tower.default_variant!r} is not listed"
+                )
+            referenced += [v.file for v in tower.variants.values()]
+        for rel in referenced:
+            if rel not in self.files:
+                raise ArtifactError(f"{MANIFEST_NAME}: {rel!r} is used but has no sha256 entry under 'files'")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of a byte string."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed so large graphs are not held twice in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Artifact:
+    """A loaded, validated artifact folder.
+
+    Files are read through :meth:`read_verified`, which returns the bytes only if their sha256
+    matches the manifest: the bytes that were checked are the bytes that get used.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise ArtifactError(f"artifact folder not found: {root}")
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise ArtifactError(f"{manifest_path}: missing; not an embedrt artifact folder")
+        try:
+            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        self.root = root.resolve()
+        self.manifest = Manifest.from_dict(data)
+        for rel in self.manifest.files:
+            self.path(rel)  # rejects paths escaping the folder before anything is read
+
+    def path(self, rel: str) -> Path:
+        """Absolute path of an artifact file; refuses names that leave the folder."""
+        candidate = (self.root / rel).resolve()
+        if candidate != self.root and self.root not in candidate.parents:
+            raise ArtifactError(f"{MANIFEST_NAME}: file {rel!r} points outside the artifact folder")
+        return candidate
+
+    def read_verified(self, rel: str) -> bytes:
+        """Read an artifact file and check its size and sha256 against the manifest."""
+        entry = self.manifest.files.get(rel)
+        if entry is None:
+            raise ArtifactError(f"{rel}: not listed in {MANIFEST_NAME}")
+        path = self.path(rel)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing (expected sha256 {entry.sha256})")
+        data = path.read_bytes()
+        if len(data) != entry.size:
+            raise ArtifactError(
+                f"{path}: size {len(data)} != {entry.size} in {MANIFEST_NAME} "
+                f"(truncated or replaced; expected sha256 {entry.sha256})"
+            )
+        actual = sha256_bytes(data)
+        if actual != entry.sha256:
+            raise ArtifactError(f"{path}: sha256 {actual} does not match expected sha256 {entry.sha256}")
+        return data
+
+    def verify_all(self) -> None:
+        """Check every listed file; raises on the first damaged one."""
+        for rel in self.manifest.files:
+            self.read_verified(rel)

@@ -1,0 +1,68 @@
+"""Text → token ids, exactly as sentence-transformers tokenizes for the exported model.
+
+The exporter writes the tokenizer that sentence-transformers actually used (its lower-casing
+normalizer included) with padding and truncation cleared; this module sets truncation to the
+model's ``max_seq_length`` and leaves padding to the engine, which pads per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+TextInput = str | tuple[str, str] | list[str]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of a batch of texts, unpadded: one int array per text."""
+
+    ids: list[np.ndarray]
+    type_ids: list[np.ndarray]
+
+    def lengths(self) -> np.ndarray:
+        """Token count of every text."""
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+class TextTokenizer:
+    """A `tokenizers` tokenizer configured for one model (truncation at ``max_seq_length``)."""
+
+    def __init__(self, tokenizer_json: str, max_seq_length: int, pad_token_id: int,
+                 model_max_length: int | None = None) -> None:
+        self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        self._tokenizer.no_padding()
+        self.pad_token_id = pad_token_id
+        self.model_max_length = model_max_length
+        self.max_seq_length = max_seq_length
+
+    @property
+    def max_seq_length(self) -> int:
+        """Longest token sequence fed to the model; longer inputs are truncated."""
+        return self._max_seq_length
+
+    @max_seq_length.setter
+    def max_seq_length(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+            raise ValueError(f"max_seq_length must be an int >= 2, got {value!r}")
+        if self.model_max_length is not None and value > self.model_max_length:
+            raise ValueError(
+                f"max_seq_length {value} exceeds the model's position limit {self.model_max_length}"
+            )
+        self._tokenizer.enable_truncation(max_length=value, strategy="longest_first")
+        self._max_seq_length = value
+
+    def encode(self, texts: Sequence[str | tuple[str, str]]) -> Encoded:
+        """Tokenize texts (or ``(text, text_pair)`` tuples) without padding."""
+        encodings = self._tokenizer.encode_batch(list(texts))
+        return Encoded(
+            ids=[np.asarray(e.ids, dtype=np.int64) for e in encodings],
+            type_ids=[np.asarray(e.type_ids, dtype=np.int64) for e in encodings],
+        )
+
+    def token_count(self, text: str) -> int:
+        """Number of tokens a text becomes after truncation."""
+        return len(self._tokenizer.encode(text).ids)

@@ -1,0 +1,100 @@
+"""A damaged or malformed artifact is refused with the file name, never used."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import embedrt
+import pytest
+from embedrt.manifest import Artifact, ArtifactError
+
+
+@pytest.fixture()
+def copy(minilm_artifact, tmp_path):
+    dst = tmp_path / "artifact"
+    shutil.copytree(minilm_artifact, dst)
+    return dst
+
+
+def _edit_manifest(folder, change):
+    path = folder / "manifest.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_intact_artifact_loads(copy):
+    Artifact(copy).verify_all()
+    assert embedrt.SentenceTransformer(copy).encode("ok").shape == (384,)
+
+
+def test_missing_graph_names_file_and_hash(copy):
+    (copy / "text" / "model.onnx").unlink()
+    with pytest.raises(ArtifactError, match=r"model\.onnx: missing \(expected sha256 [0-9a-f]{64}\)"):
+        embedrt.SentenceTransformer(copy)
+
+
+def test_truncated_graph_is_refused(copy):
+    graph = copy / "text" / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:-1000])
+    with pytest.raises(ArtifactError, match=r"model\.onnx: size .* expected sha256"):
+        embedrt.SentenceTransformer(copy)
+
+
+def test_altered_graph_is_refused(copy):
+    graph = copy / "text" / "model.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one flipped byte in the weights
+    graph.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"model\.onnx: sha256 [0-9a-f]{64} does not match expected"):
+        embedrt.SentenceTransformer(copy)
+
+
+def test_altered_tokenizer_is_refused(copy):
+    tok = copy / "tokenizer.json"
+    tok.write_text(tok.read_text().replace('"[UNK]"', '"[UNX]"', 1))
+    with pytest.raises(ArtifactError, match="tokenizer.json"):
+        embedrt.SentenceTransformer(copy)
+
+
+def test_missing_manifest(copy):
+    (copy / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="manifest.json: missing"):
+        embedrt.SentenceTransformer(copy)
+
+
+def test_not_a_folder(tmp_path):
+    with pytest.raises(ArtifactError, match="not found"):
+        embedrt.SentenceTransformer(tmp_path / "nope")
+
+
+def test_manifest_not_json(copy):
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        Artifact(copy)
+
+
+def test_wrong_schema(copy):
+    _edit_manifest(copy, lambda d: d.update(schema="embedrt.artifact/999"))
+    with pytest.raises(ArtifactError, match="unsupported schema"):
+        Artifact(copy)
+
+
+def test_path_escaping_folder_is_refused(copy):
+    def escape(d):
+        d["files"]["../../etc/passwd"] = {"sha256": "0" * 64, "size": 1}
+    _edit_manifest(copy, escape)
+    with pytest.raises(ArtifactError, match="outside the artifact folder"):
+        Artifact(copy)
+
+
+def test_graph_without_hash_entry_is_refused(copy):
+    _edit_manifest(copy, lambda d: d["files"].pop("text/model.onnx"))
+    with pytest.raises(ArtifactError, match="no sha256 entry"):
+        Artifact(copy)
+
+
+def test_unknown_variant(copy):
+    with pytest.raises(ValueError, match="variant 'int8' not in artifact"):
+        embedrt.SentenceTransformer(copy, variant="int8")

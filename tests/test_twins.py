@@ -1,0 +1,38 @@
+"""Tiny random-weight twins of every transformer family and head type match sentence-transformers."""
+
+from __future__ import annotations
+
+import embedrt
+import pytest
+from embedrt_export import SourceError, export, twins
+from embedrt_export.verify import measure, probe_texts
+from sentence_transformers import SentenceTransformer as STModel
+
+
+@pytest.mark.parametrize("twin_id", sorted(twins.TWIN_MATRIX))
+def test_twin_parity(twin_id, twin_assets, tmp_path_factory):
+    family, head = twins.TWIN_MATRIX[twin_id]
+    root = tmp_path_factory.mktemp("twins")
+    src = twins.build_twin(root / "src", family, head, twin_assets)
+    manifest = export(src, root / "artifact", name=twin_id)
+    reference = STModel(str(src), device="cpu", local_files_only=True)
+    ours = embedrt.SentenceTransformer(root / "artifact")
+
+    assert ours.get_sentence_embedding_dimension() == reference.get_embedding_dimension()
+    assert manifest.normalized == head.normalize
+    texts = probe_texts(ours.max_seq_length) + ["Hello world", "a  b\t\tc\nd  ", "[CLS] literal [SEP]"]
+    parity = measure(reference, ours, texts, batch_size=4)
+    assert parity.max_one_minus_cos <= 1e-6, parity
+    assert parity.token_max_abs <= 1e-4, parity
+    if head.default_prompt_name:
+        # The default prompt is applied, as sentence-transformers applies it.
+        assert ours.default_prompt_name == reference.default_prompt_name
+
+
+def test_pooling_without_prompt_is_refused(twin_assets, tmp_path):
+    head = twins.HeadSpec(pooling="mean", include_prompt=False, prompts=(("query", "query: "),),
+                          default_prompt_name="query")
+    src = twins.build_twin(tmp_path / "src", "bert", head, twin_assets)
+    with pytest.raises(SourceError, match="include_prompt"):
+        export(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
