@@ -36,4 +36,6 @@ def test_export_via_cli_and_bad_source(model_path, tmp_path, capsys):
     assert "parity max 1-cos" in capsys.readouterr().out
     assert embedrt.SentenceTransformer(out).encode("hi").shape == (384,)
     assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 1
-    assert "not found" in capsys.readouterr().err
+    assert "not in the embedrt catalogue" in capsys.readouterr().err
+    assert main(["export", "distiluse-base-multilingual-cased", "-o", str(tmp_path / "x")]) == 1
+    assert "did you mean distiluse-base-multilingual-cased-v2" in capsys.readouterr().err

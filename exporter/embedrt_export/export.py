@@ -1,14 +1,22 @@
-"""``export(src, out)``: sentence-transformers folder → verified embedrt artifact folder."""
+"""``export(src, out)``: sentence-transformers folder → verified embedrt artifact folder.
+
+The first module of the source decides the builder (``Transformer`` here; word-embedding and
+CLIP models plug in their own); everything after building — staging, hashing, verification
+through the runtime, the atomic rename — is shared.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 import tempfile
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+from embedrt.catalogue import Entry
 from embedrt.manifest import (
     MANIFEST_NAME,
     SCHEMA,
@@ -20,7 +28,8 @@ from embedrt.manifest import (
     sha256_bytes,
 )
 
-from . import graph, verify
+from . import graph, verify, wordembed
+from .resolve import check_stack
 from .source import SourceSpec, read_source
 
 TEXT_GRAPH = "text/model.onnx"
@@ -29,6 +38,22 @@ TOKENIZER = "tokenizer.json"
 
 class ExportError(RuntimeError):
     """The export ran but its result is not acceptable (e.g. parity missed)."""
+
+
+@dataclass
+class Built:
+    """What a builder produces: file contents, towers, tokenizer, and how to measure parity.
+
+    ``measure(reference, runtime_model)`` returns per-tower parity figures, each with at least
+    ``max_one_minus_cos``; the default measures the text tower on the probe texts.
+    """
+
+    files: dict[str, bytes]
+    towers: dict[str, Tower]
+    tokenizer: TokenizerSpec
+    embedding_dimension: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    measure: Callable[[Any, Any], dict[str, dict[str, float]]] | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -50,19 +75,40 @@ def _similarity_fn_name(source: SourceSpec) -> str:
     return "cosine"  # sentence-transformers' default when the model does not say
 
 
-def _write(folder: Path, rel: str, data: bytes) -> FileEntry:
-    path = folder / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return FileEntry(sha256=sha256_bytes(data), size=len(data))
+def build_transformer(model: Any, source: SourceSpec) -> Built:
+    """Builder for Transformer-based models: one text graph with the whole module chain inside."""
+    text_graph = graph.export_text_graph(model)
+    tokenizer_text, pad_id = graph.tokenizer_json(model)
+    return Built(
+        files={TEXT_GRAPH: text_graph.onnx_bytes, TOKENIZER: tokenizer_text.encode("utf-8")},
+        towers={"text": Tower(variants={"fp32": GraphVariant(
+            file=TEXT_GRAPH, opset=text_graph.opset, inputs=text_graph.inputs, outputs=text_graph.outputs)})},
+        tokenizer=TokenizerSpec(kind="hf", file=TOKENIZER, max_seq_length=int(model.max_seq_length),
+                                pad_token_id=pad_id, model_max_length=graph.position_limit(model)),
+        embedding_dimension=int(model.get_embedding_dimension()),
+    )
+
+
+BUILDERS: dict[str, Callable[[Any, SourceSpec], Built]] = {
+    "Transformer": build_transformer,
+    "WordEmbeddings": wordembed.build,
+}
+
+
+def _measure_text(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
+    probes: list[Any] = list(verify.probe_texts(ours.max_seq_length))
+    if "pair" in ours.manifest.input_kinds:
+        probes += verify.probe_pairs(ours.max_seq_length)
+    return {"text": verify.measure(reference, ours, probes).as_dict()}
 
 
 def export(src: str | Path, out: str | Path, *, name: str | None = None, overwrite: bool = False,
-           max_one_minus_cos: float = verify.FP32_MAX_ONE_MINUS_COS) -> Manifest:
+           max_one_minus_cos: float = verify.FP32_MAX_ONE_MINUS_COS, expect: Entry | None = None) -> Manifest:
     """Export ``src`` to the artifact folder ``out`` and verify it against sentence-transformers.
 
-    Raises :class:`ExportError` (and leaves nothing at ``out``) when the runtime's output misses
-    ``max_one_minus_cos`` on the probe set.
+    With ``expect`` (a catalogue entry) the source's module stack must be the catalogue's, and the
+    entry's input kinds (e.g. [title, text] pairs) go into the manifest. Raises :class:`ExportError`
+    (and leaves nothing at ``out``) when the runtime's output misses ``max_one_minus_cos`` on the probes.
     """
     import embedrt
 
@@ -71,43 +117,51 @@ def export(src: str | Path, out: str | Path, *, name: str | None = None, overwri
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     model = graph.load_sentence_transformer(str(source.path))
-    text_graph = graph.export_text_graph(model)
-    tokenizer_text, pad_id = graph.tokenizer_json(model)
+    if expect is not None:
+        check_stack(expect, source, model)
+    built = BUILDERS[source.modules[0].kind](model, source)
+    if expect is not None:
+        built.extra["input_kinds"] = list(expect.inputs)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        files = {
-            TEXT_GRAPH: _write(staging, TEXT_GRAPH, text_graph.onnx_bytes),
-            TOKENIZER: _write(staging, TOKENIZER, tokenizer_text.encode("utf-8")),
-        }
+        files = {}
+        for rel, data in built.files.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staging / rel).write_bytes(data)
+            files[rel] = FileEntry(sha256=sha256_bytes(data), size=len(data))
         manifest = Manifest(
             schema=SCHEMA,
             name=name or source.path.name,
-            embedding_dimension=int(model.get_embedding_dimension()),
+            embedding_dimension=built.embedding_dimension,
             similarity_fn_name=_similarity_fn_name(source),
             normalized=source.normalized,
-            tokenizer=TokenizerSpec(kind="hf", file=TOKENIZER, max_seq_length=int(model.max_seq_length),
-                                    pad_token_id=pad_id, model_max_length=graph.position_limit(model)),
-            towers={"text": Tower(variants={"fp32": GraphVariant(
-                file=TEXT_GRAPH, opset=text_graph.opset, inputs=text_graph.inputs, outputs=text_graph.outputs)})},
+            tokenizer=built.tokenizer,
+            towers=built.towers,
             files=files,
             source={"path": str(source.path.resolve()), "modules": [m.describe() for m in source.modules]},
             created_with=_versions(),
-            prompts=dict(getattr(model, "prompts", {}) or {}),
+            prompts={k: v for k, v in (getattr(model, "prompts", None) or {}).items()},
             default_prompt_name=getattr(model, "default_prompt_name", None),
+            **built.extra,
         )
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
 
-        runtime_model = embedrt.SentenceTransformer(staging)
-        parity = verify.measure(model, runtime_model, verify.probe_texts(manifest.tokenizer.max_seq_length))
-        if parity.max_one_minus_cos > max_one_minus_cos:
-            raise ExportError(
-                f"{source.path}: fp32 graph misses parity with sentence-transformers: max 1-cos "
-                f"{parity.max_one_minus_cos:.3g} > {max_one_minus_cos:.3g} on {parity.n_texts} probe texts"
-            )
-        variant = replace(manifest.towers["text"].variants["fp32"], parity=parity.as_dict())
-        manifest = replace(manifest, towers={"text": Tower(variants={"fp32": variant})})
+        parity = (built.measure or _measure_text)(model, embedrt.SentenceTransformer(staging))
+        for tower_name, figures in parity.items():
+            if figures["max_one_minus_cos"] > max_one_minus_cos:
+                raise ExportError(
+                    f"{source.path}: fp32 {tower_name} graph misses parity with sentence-transformers: max 1-cos "
+                    f"{figures['max_one_minus_cos']:.3g} > {max_one_minus_cos:.3g}"
+                )
+        towers = {
+            tower_name: replace(tower, variants={
+                key: replace(v, parity=parity.get(tower_name, {})) if key == "fp32" else v
+                for key, v in tower.variants.items()})
+            for tower_name, tower in manifest.towers.items()
+        }
+        manifest = replace(manifest, towers=towers)
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

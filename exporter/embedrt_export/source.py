@@ -13,7 +13,9 @@ class SourceError(ValueError):
 
 
 # Module class names (last component of modules.json "type") this exporter knows how to put in a graph.
-SUPPORTED_MODULES = ("Transformer", "Pooling", "Dense", "LayerNorm", "Normalize")
+SUPPORTED_MODULES = ("Transformer", "WordEmbeddings", "CLIPModel", "Pooling", "Dense", "LayerNorm", "Normalize")
+# Modules that turn raw input into embeddings; each has its own builder in ``export.BUILDERS``.
+INPUT_MODULES = ("Transformer", "WordEmbeddings", "CLIPModel")
 
 
 @dataclass(frozen=True)
@@ -101,13 +103,13 @@ def read_source(path: str | Path) -> SourceSpec:
         if config_file is not None and config_file.is_file():
             config = json.loads(config_file.read_text(encoding="utf-8"))
         modules.append(ModuleSpec(kind=kind, path=rel, config=config))
-    if modules[0].kind != "Transformer":
-        raise SourceError(f"{modules_file}: the first module must be a Transformer, got {modules[0].kind}")
+    if modules[0].kind not in INPUT_MODULES:
+        raise SourceError(f"{modules_file}: the first module must be one of {INPUT_MODULES}, got {modules[0].kind}")
     for m in modules:
         if m.kind == "Pooling" and m.config.get("include_prompt") is False:
             # Excluding prompt tokens needs the prompt length inside the pooling step, which the
             # graph does not take as an input; exporting anyway would pool the prompt silently.
             raise SourceError(f"{root / m.path}: Pooling with include_prompt=false is not supported yet")
-    if not any(m.kind == "Pooling" for m in modules):
+    if modules[0].kind != "CLIPModel" and not any(m.kind == "Pooling" for m in modules):
         raise SourceError(f"{modules_file}: no Pooling module, so there is no sentence embedding to export")
     return SourceSpec(path=root, modules=tuple(modules))

@@ -33,6 +33,17 @@ def probe_texts(max_seq_length: int) -> list[str]:
     ]
 
 
+def probe_pairs(max_seq_length: int) -> list[tuple[str, str]]:
+    """[title, text] probes for models that take pairs, one pair running past ``max_seq_length``."""
+    return [
+        ("London", "London has 9,787,426 inhabitants at the 2011 census."),
+        ("Berlin", "Berlin ist die Hauptstadt Deutschlands und hat rund 3,7 Millionen Einwohner."),
+        ("", "A passage without a title."),
+        ("A title only", ""),
+        ("Long passage", _LONG * (max_seq_length // 8 + 2)),
+    ]
+
+
 @dataclass(frozen=True)
 class Parity:
     """Worst-case agreement between the runtime and sentence-transformers."""
@@ -55,7 +66,7 @@ def one_minus_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 1.0 - num / np.maximum(den, 1e-300)
 
 
-def measure(reference: Any, candidate: Any, texts: Sequence[str], batch_size: int = 16) -> Parity:
+def measure(reference: Any, candidate: Any, texts: Sequence[str | tuple[str, str]], batch_size: int = 16) -> Parity:
     """Compare sentence and token embeddings of ``candidate`` (embedrt) with ``reference`` (ST)."""
     texts = list(texts)
     ref = reference.encode(texts, batch_size=batch_size, convert_to_numpy=True)

@@ -1,4 +1,4 @@
-"""The ``embedrt`` command: export, encode, info."""
+"""The ``embedrt`` command: export, encode, info, models."""
 
 from __future__ import annotations
 
@@ -16,7 +16,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"embedrt export needs the export extra: pip install 'embedrt[export]' "
               f"(install torch==2.13.0 first) [{exc}]", file=sys.stderr)
         return 2
-    manifest = export(args.source, args.output, name=args.name, overwrite=args.overwrite)
+    from embedrt_export.resolve import resolve
+
+    source, entry = resolve(args.source)
+    manifest = export(source, args.output, name=args.name or (entry.name if entry else None),
+                      overwrite=args.overwrite, expect=entry)
     parity = manifest.towers["text"].variants["fp32"].parity
     print(f"wrote {args.output}: {manifest.name}, dim {manifest.embedding_dimension}, "
           f"max_seq_length {manifest.tokenizer.max_seq_length}, "
@@ -69,13 +73,26 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from . import catalogue
+
+    rows = [(e.name, e.task, e.family, " → ".join(e.module_stack()[1:]) or "-", str(e.dimension),
+             str(e.max_seq_length), e.similarity, "+".join(e.inputs), e.languages, e.metric)
+            for e in catalogue.find(args.task)]
+    header = ("model", "task", "family", "head", "dim", "max_seq", "sim", "input", "languages", "metric")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="embedrt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("export", help="export a sentence-transformers folder to an artifact (needs [export])")
-    p.add_argument("source", help="sentence-transformers model folder")
+    p.add_argument("source", help="sentence-transformers model folder, or a catalogue name (see `embedrt models`)")
     p.add_argument("-o", "--output", required=True, help="artifact folder to write")
     p.add_argument("--name", help="model name recorded in the manifest (default: folder name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -91,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("models", help="list the catalogue")
+    p.add_argument("--task", help="only models whose task contains this (e.g. retrieval, sts, image)")
+    p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("info", help="print an artifact's key facts and parity figures")
     p.add_argument("artifact")

@@ -7,12 +7,16 @@ thread-safe because it keeps no per-call state and ORT's ``run`` is safe to call
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from .tokenization import Encoded
+
+T = TypeVar("T")
 
 SENTENCE = "sentence_embedding"
 TOKENS = "token_embeddings"
@@ -101,3 +105,24 @@ class Engine:
             if on_batch is not None:
                 on_batch(len(idx))
         return BatchOutput(sentence_embedding=sentence, token_embeddings=tokens)
+
+    def pipeline(self, chunks: Iterable[T], tokenize: Callable[[T], Encoded], *, batch_size: int = 32,
+                 outputs: Sequence[str] = (SENTENCE,), on_batch: Callable[[int], None] | None = None,
+                 ) -> Iterator[tuple[Encoded, BatchOutput]]:
+        """Embed chunk after chunk, tokenizing the next chunk on a worker thread while this one runs.
+
+        Memory stays bounded by the chunk size however long ``chunks`` is; both tokenizers and
+        ONNX Runtime release the GIL, so the two stages really overlap.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-tokenize") as pool:
+            iterator = iter(chunks)
+            first = next(iterator, None)
+            if first is None:
+                return
+            pending = pool.submit(tokenize, first)
+            for chunk in iterator:
+                encoded = pending.result()
+                pending = pool.submit(tokenize, chunk)
+                yield encoded, self.run(encoded, batch_size=batch_size, outputs=outputs, on_batch=on_batch)
+            encoded = pending.result()
+            yield encoded, self.run(encoded, batch_size=batch_size, outputs=outputs, on_batch=on_batch)

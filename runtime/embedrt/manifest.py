@@ -54,7 +54,7 @@ class Tower:
 class TokenizerSpec:
     """How text becomes token ids; padding and truncation are set by the runtime, not the file."""
 
-    kind: str  # "hf": a tokenizers ``tokenizer.json``
+    kind: str  # "hf": a tokenizers ``tokenizer.json``; "whitespace": sentence-transformers' WhitespaceTokenizer
     file: str
     max_seq_length: int
     pad_token_id: int
@@ -77,6 +77,10 @@ class Manifest:
     created_with: dict[str, str] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    # CLIP image preprocessing (size, crop, mean, std, resample); None for text-only models.
+    image: dict[str, Any] | None = None
+    # What encode() accepts: "text"; "pair" = [title, text] pairs; "image" = CLIP images.
+    input_kinds: list[str] = field(default_factory=lambda: ["text"])
 
     def to_json(self) -> str:
         """Serialize as the ``manifest.json`` text (stable key order, so diffs stay readable)."""
@@ -121,6 +125,8 @@ class Manifest:
                 created_with=dict(data.get("created_with", {})),
                 prompts=dict(data.get("prompts", {})),
                 default_prompt_name=data.get("default_prompt_name"),
+                image=data.get("image"),
+                input_kinds=list(data.get("input_kinds", ["text"])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{MANIFEST_NAME}: malformed ({type(exc).__name__}: {exc})") from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,7 +13,7 @@ from . import util
 from .engine import SENTENCE, TOKENS, Engine
 from .manifest import Artifact
 from .providers import ProviderSpec, create_session, plan_providers
-from .tokenization import TextTokenizer
+from .tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -24,21 +24,41 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"[:80]
 
 
-def _texts_from(sentences: Any) -> tuple[list[str], bool]:
-    """Validate encode input: one string or an iterable of strings; errors name the bad index."""
-    if isinstance(sentences, str):
-        return [sentences], True
+def _is_pair(item: Any) -> bool:
+    return isinstance(item, (list, tuple)) and len(item) == 2 and all(isinstance(x, str) for x in item)
+
+
+def _check_item(item: Any, index: int, allow_pairs: bool) -> str | tuple[str, str]:
+    if isinstance(item, str):
+        return item
+    if _is_pair(item):
+        if not allow_pairs:
+            raise TypeError(f"sentences[{index}] is a pair {_describe(item)}, but this model takes single texts")
+        return (item[0], item[1])
+    raise TypeError(f"sentences[{index}] must be a str{' or a [title, text] pair' if allow_pairs else ''}, "
+                    f"got {_describe(item)}")
+
+
+def _as_iterable(sentences: Any) -> Iterable[Any]:
     if sentences is None or isinstance(sentences, (bytes, bytearray, dict, int, float)):
         raise TypeError(f"sentences must be a str or a list of str, got {_describe(sentences)}")
     if isinstance(sentences, np.ndarray):
-        sentences = sentences.tolist()
+        return sentences.tolist()
     if not isinstance(sentences, Iterable):
         raise TypeError(f"sentences must be a str or a list of str, got {_describe(sentences)}")
-    texts = list(sentences)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"sentences[{i}] must be a str, got {_describe(text)}")
-    return texts, False
+    return sentences
+
+
+def _chunks(items: Iterable[Any], size: int, allow_pairs: bool) -> Iterator[list[str | tuple[str, str]]]:
+    """Validated chunks of at most ``size`` inputs; errors name the index in the whole input."""
+    chunk: list[str | tuple[str, str]] = []
+    for index, item in enumerate(items):
+        chunk.append(_check_item(item, index, allow_pairs))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class SentenceTransformer:
@@ -67,8 +87,7 @@ class SentenceTransformer:
         if self.variant not in tower.variants:
             raise ValueError(f"variant {self.variant!r} not in artifact; available: {sorted(tower.variants)}")
         spec = manifest.tokenizer
-        self.tokenizer = TextTokenizer(self.artifact.read_verified(spec.file).decode("utf-8"),
-                                       spec.max_seq_length, spec.pad_token_id, spec.model_max_length)
+        self.tokenizer = load_tokenizer(spec, self.artifact.read_verified(spec.file))
         self._plan = plan_providers(device, providers, threads)
         self.device = device or ("cpu" if providers is None else None)
         graph = self.artifact.read_verified(tower.variants[self.variant].file)
@@ -77,6 +96,9 @@ class SentenceTransformer:
         self.prompts = dict(manifest.prompts)
         self.default_prompt_name = manifest.default_prompt_name
         self.truncate_dim = truncate_dim
+        # Texts are tokenized and length-sorted this many at a time: large enough that sorting
+        # removes nearly all padding, small enough to bound memory and overlap tokenization.
+        self.chunk_size = 4096
 
     # -- properties mirroring sentence-transformers ---------------------------------------------
     @property
@@ -130,6 +152,36 @@ class SentenceTransformer:
             raise ValueError(f"prompt_name {name!r} not found; this model has prompts {sorted(self.prompts)}")
         return self.prompts[name]
 
+    def _check_options(self, batch_size: int, precision: str = "float32", output_value: OutputValue = SENTENCE,
+                       device: str | None = None) -> None:
+        if device is not None and device != self.device:
+            raise ValueError(f"encode(device={device!r}) differs from the load-time device {self.device!r}: "
+                             "embedrt binds the device when the model is loaded; pass device= there")
+        if output_value not in (SENTENCE, TOKENS, None):
+            raise ValueError(f"output_value must be 'sentence_embedding', 'token_embeddings' or None, "
+                             f"got {output_value!r}")
+        if precision not in util.PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not supported; use one of {util.PRECISIONS}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+    def _with_prompt(self, prompt: str | None, prompt_name: str | None) -> Any:
+        text = self._resolve_prompt(prompt, prompt_name)
+        if not text:
+            return self.tokenizer.encode
+
+        def encode(chunk: list[str | tuple[str, str]]) -> Any:
+            return self.tokenizer.encode([text + t if isinstance(t, str) else (text + t[0], t[1]) for t in chunk])
+        return encode
+
+    def _finish(self, embeddings: np.ndarray, normalize: bool, truncate_dim: int | None) -> np.ndarray:
+        truncate_dim = truncate_dim if truncate_dim is not None else self.truncate_dim
+        if truncate_dim:
+            embeddings = embeddings[:, :truncate_dim]
+        if normalize:
+            embeddings = util.normalize_embeddings(embeddings).astype(np.float32)
+        return embeddings
+
     def encode(self, sentences: str | list[str] | Iterable[str], prompt_name: str | None = None,
                prompt: str | None = None, batch_size: int = 32, show_progress_bar: bool | None = None,
                output_value: OutputValue = "sentence_embedding", precision: str = "float32",
@@ -141,71 +193,65 @@ class SentenceTransformer:
         ``convert_to_numpy=False`` a list of 1-D numpy arrays. ``device`` must be None or match
         the device the model was loaded on (sessions are bound to their provider at load).
         """
-        if device is not None and device != self.device:
-            raise ValueError(f"encode(device={device!r}) differs from the load-time device {self.device!r}: "
-                             "embedrt binds the device when the model is loaded; pass device= there")
-        if output_value not in (SENTENCE, TOKENS, None):
-            raise ValueError(f"output_value must be 'sentence_embedding', 'token_embeddings' or None, "
-                             f"got {output_value!r}")
-        if precision not in util.PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not supported; use one of {util.PRECISIONS}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        texts, singular = _texts_from(sentences)
+        self._check_options(batch_size, precision, output_value, device)
+        singular = isinstance(sentences, str)
+        items = [sentences] if singular else list(_as_iterable(sentences))
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
         if convert_to_tensor:
             convert_to_numpy = False
         if output_value != SENTENCE:
             convert_to_tensor = convert_to_numpy = False
-        prompt_text = self._resolve_prompt(prompt, prompt_name)
-        if prompt_text:
-            texts = [prompt_text + t for t in texts]
-
         outputs = (SENTENCE,) if output_value == SENTENCE else (TOKENS,) if output_value == TOKENS \
             else (SENTENCE, TOKENS)
-        encoded = self.tokenizer.encode(texts)
+        chunks = list(_chunks(items, self.chunk_size, "pair" in self.manifest.input_kinds))
+
         progress = None
-        if show_progress_bar and texts:
+        if show_progress_bar and items:
             from tqdm.auto import tqdm
-            progress = tqdm(total=len(texts), desc="Encoding", unit="text")
+            progress = tqdm(total=len(items), desc="Encoding", unit="text")
         try:
-            result = self.engine.run(encoded, batch_size=batch_size, outputs=outputs,
-                                     on_batch=progress.update if progress else None)
+            parts = list(self.engine.pipeline(chunks, self._with_prompt(prompt, prompt_name), batch_size=batch_size,
+                                              outputs=outputs, on_batch=progress.update if progress else None))
         finally:
             if progress is not None:
                 progress.close()
 
-        truncate_dim = truncate_dim if truncate_dim is not None else self.truncate_dim
-        embeddings = result.sentence_embedding
-        if embeddings is not None:
-            if truncate_dim:
-                embeddings = embeddings[:, :truncate_dim]
-            if normalize_embeddings:
-                embeddings = util.normalize_embeddings(embeddings).astype(np.float32)
-
+        tokens = [t for _, out in parts for t in (out.token_embeddings or [])]
+        embeddings = self._finish(
+            np.concatenate([out.sentence_embedding for _, out in parts]) if parts and SENTENCE in outputs
+            else np.zeros((0, self.get_sentence_embedding_dimension()), dtype=np.float32),
+            normalize_embeddings, truncate_dim)
         if output_value == TOKENS:
-            out: Any = result.token_embeddings
+            out: Any = tokens
         elif output_value is None:
-            out = [
-                {"sentence_embedding": embeddings[i], "token_embeddings": result.token_embeddings[i],
-                 "input_ids": encoded.ids[i], "attention_mask": np.ones_like(encoded.ids[i])}
-                for i in range(len(texts))
-            ]
+            ids = [i for enc, _ in parts for i in enc.ids]
+            out = [{"sentence_embedding": embeddings[i], "token_embeddings": tokens[i], "input_ids": ids[i],
+                    "attention_mask": np.ones_like(ids[i])} for i in range(len(items))]
         else:
-            if embeddings is None:
-                embeddings = np.zeros((0, self.get_sentence_embedding_dimension()), dtype=np.float32)
-            if len(texts) and precision != "float32":
+            if items and precision != "float32":
                 embeddings = util.quantize_embeddings(embeddings, precision)
             if convert_to_tensor:
                 out = embeddings
             elif convert_to_numpy:
-                out = embeddings if len(texts) else np.array([])
+                out = embeddings if items else np.array([])
             else:
                 out = list(embeddings)
-        if singular:
-            out = out[0]
-        return out
+        return out[0] if singular else out
+
+    def encode_stream(self, sentences: Iterable[str], *, chunk_size: int | None = None, batch_size: int = 32,
+                      prompt_name: str | None = None, prompt: str | None = None,
+                      normalize_embeddings: bool = False, truncate_dim: int | None = None) -> Iterator[np.ndarray]:
+        """Embed an arbitrarily long iterable with bounded memory, yielding one array per chunk, in order.
+
+        Each chunk of ``chunk_size`` inputs is length-sorted and batched on its own while the next
+        chunk is read and tokenized; concatenating the yielded arrays gives ``encode``'s result.
+        """
+        self._check_options(batch_size)
+        size = chunk_size or self.chunk_size
+        chunks = _chunks(_as_iterable(sentences), size, "pair" in self.manifest.input_kinds)
+        for _, out in self.engine.pipeline(chunks, self._with_prompt(prompt, prompt_name), batch_size=batch_size):
+            yield self._finish(out.sentence_embedding, normalize_embeddings, truncate_dim)
 
     def __repr__(self) -> str:
         return (f"embedrt.SentenceTransformer({self.manifest.name!r}, variant={self.variant!r}, "

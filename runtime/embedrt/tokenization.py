@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tokenizers import Tokenizer
+
+from .manifest import TokenizerSpec
+
+if TYPE_CHECKING:
+    from .whitespace import WhitespaceTokenizer
 
 TextInput = str | tuple[str, str] | list[str]
 
@@ -66,3 +72,15 @@ class TextTokenizer:
     def token_count(self, text: str) -> int:
         """Number of tokens a text becomes after truncation."""
         return len(self._tokenizer.encode(text).ids)
+
+
+def load_tokenizer(spec: TokenizerSpec, data: bytes) -> TextTokenizer | WhitespaceTokenizer:
+    """Build the tokenizer an artifact's manifest describes, from the verified file bytes."""
+    if spec.kind == "hf":
+        return TextTokenizer(data.decode("utf-8"), spec.max_seq_length, spec.pad_token_id, spec.model_max_length)
+    if spec.kind == "whitespace":
+        # Imported here because whitespace.py builds on this module's Encoded.
+        from .whitespace import WhitespaceTokenizer
+
+        return WhitespaceTokenizer.from_json(data, spec.max_seq_length, spec.pad_token_id, origin=spec.file)
+    raise ValueError(f"tokenizer kind {spec.kind!r} is not supported by this embedrt")
