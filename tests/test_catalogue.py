@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import embedrt
 import numpy as np
 import pytest
-from sentence_transformers import SentenceTransformer as STModel
-
-import embedrt
 from embedrt import catalogue
 from embedrt_export import SourceError, catalogue_twins, export, twins
 from embedrt_export.verify import one_minus_cos
-
-TRANSFORMER_ENTRIES = [e.name for e in catalogue.ENTRIES if catalogue_twins.supported(e)]
+from sentence_transformers import SentenceTransformer as STModel
 
 
 def test_catalogue_lists_every_seed_model():
@@ -30,33 +27,50 @@ def test_unknown_name_lists_close_matches():
         catalogue.get("msmarco-distilbert-base-v4")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, twin_assets):
-    cache = {}
+@pytest.fixture(scope="session")
+def report(tmp_path_factory):
+    """The catalogue report over every entry, computed once: {name: row}."""
+    import importlib.util
+    import sys
 
-    def get(name):
-        if name not in cache:
-            entry = catalogue.get(name)
-            root = tmp_path_factory.mktemp(name)
-            src = catalogue_twins.build(entry, root / "src", twin_assets)
-            manifest = export(src, root / "artifact", name=name, expect=catalogue_twins.scaled_entry(entry))
-            cache[name] = (src, root / "artifact", manifest)
-        return cache[name]
-    return get
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("catalogue_report", ROOT / "scripts" / "catalogue_report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["catalogue_report"] = module
+    spec.loader.exec_module(module)
+    table = module.rows([e.name for e in catalogue.ENTRIES], tmp_path_factory.mktemp("catalogue"))
+    print("\n" + module.markdown(table))
+    return {row["model"]: row for row in table}
 
 
-@pytest.mark.parametrize("name", TRANSFORMER_ENTRIES)
-def test_catalogue_twin_matches_sentence_transformers(name, built):
+def built(report, name):
+    row = report[name]
+    assert row["ok"], row
+    return row["source"], row["artifact"], embedrt.SentenceTransformer(row["artifact"]).manifest
+
+
+def test_report_passes_every_row(report):
+    assert len(report) == len(catalogue.ENTRIES)
+    failed = [name for name, row in report.items() if not row["ok"]]
+    assert not failed, [report[n] for n in failed]
+
+
+@pytest.mark.parametrize("name", [e.name for e in catalogue.ENTRIES])
+def test_catalogue_twin_matches_sentence_transformers(name, report):
     entry = catalogue.get(name)
-    src, artifact, manifest = built(name)
-    assert manifest.towers["text"].variants["fp32"].parity["max_one_minus_cos"] <= 1e-6
+    src, artifact, manifest = built(report, name)
+    for tower in manifest.towers.values():
+        assert tower.variants["fp32"].parity["max_one_minus_cos"] <= 1e-6
     assert manifest.similarity_fn_name == entry.similarity
     assert manifest.normalized == entry.normalize
-    assert manifest.tokenizer.max_seq_length == entry.max_seq_length
     assert manifest.input_kinds == list(entry.inputs)
+    if entry.family != "word-embeddings":
+        assert manifest.tokenizer.max_seq_length == entry.max_seq_length
     ours = embedrt.SentenceTransformer(artifact)
     ref = STModel(str(src), device="cpu", local_files_only=True)
-    texts = ["How big is London?", "Wie groß ist Berlin?", "Сколько людей живёт в Москве?", "东京有多少人？", ""]
+    texts = ["How big is London?", "Wie groß ist Berlin?", "Сколько людей живёт в Москве?", "东京有多少人？",
+             "the of and", "Emoji 🙂 and punctuation!?"]
     a, b = ours.encode(texts), ref.encode(texts)
     assert a.shape == b.shape and one_minus_cos(a, b).max() <= 1e-6
     if entry.similarity == "dot":
@@ -65,8 +79,8 @@ def test_catalogue_twin_matches_sentence_transformers(name, built):
         assert np.allclose(ours.similarity(a, a), a @ a.T, atol=1e-4)
 
 
-def test_pairs_encode_like_sentence_transformers(built):
-    src, artifact, _ = built("nq-distilbert-base-v1")
+def test_pairs_encode_like_sentence_transformers(report):
+    src, artifact, _ = built(report, "nq-distilbert-base-v1")
     ours = embedrt.SentenceTransformer(artifact)
     ref = STModel(str(src), device="cpu", local_files_only=True)
     passages = [["London", "London has 9,787,426 inhabitants at the 2011 census."], ["Paris", "Paris is big."]]
@@ -77,8 +91,8 @@ def test_pairs_encode_like_sentence_transformers(built):
     assert one_minus_cos(a[:1], ours.encode([passages[0][1]])).max() > 1e-4
 
 
-def test_pair_given_to_single_text_model_is_refused(built):
-    _, artifact, _ = built("msmarco-distilbert-base-tas-b")
+def test_pair_given_to_single_text_model_is_refused(report):
+    _, artifact, _ = built(report, "msmarco-distilbert-base-tas-b")
     with pytest.raises(TypeError, match=r"sentences\[1\] is a pair"):
         embedrt.SentenceTransformer(artifact).encode(["fine", ["title", "text"]])
 

@@ -146,3 +146,11 @@ def test_progress_bar_and_threads(minilm_artifact, capsys):
     assert model.providers["active"] == ["CPUExecutionProvider"]
     with pytest.raises(ValueError, match="threads"):
         embedrt.SentenceTransformer(minilm_artifact, threads=0)
+
+
+def test_image_given_to_text_model_is_refused(pair):
+    from PIL import Image
+
+    ours, _ = pair
+    with pytest.raises(TypeError, match=r"sentences\[1\] is an image \(Image\), but this model is text-only"):
+        ours.encode(["text", Image.new("RGB", (4, 4))])

@@ -28,7 +28,7 @@ from embedrt.manifest import (
     sha256_bytes,
 )
 
-from . import graph, verify, wordembed
+from . import clip, graph, verify, wordembed
 from .resolve import check_stack
 from .source import SourceSpec, read_source
 
@@ -92,6 +92,7 @@ def build_transformer(model: Any, source: SourceSpec) -> Built:
 BUILDERS: dict[str, Callable[[Any, SourceSpec], Built]] = {
     "Transformer": build_transformer,
     "WordEmbeddings": wordembed.build,
+    "CLIPModel": clip.build,
 }
 
 

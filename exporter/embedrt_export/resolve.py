@@ -61,6 +61,9 @@ def check_stack(entry: catalogue.Entry, source: SourceSpec, model: Any) -> None:
             problems.append(f"transformer is {model_type!r}, catalogue says {entry.family!r}")
         if int(model.max_seq_length) != entry.max_seq_length:
             problems.append(f"max_seq_length {model.max_seq_length}, catalogue says {entry.max_seq_length}")
+    similarity = getattr(model, "similarity_fn_name", None) or "cosine"
+    if similarity != entry.similarity:
+        problems.append(f"similarity {similarity!r}, catalogue says {entry.similarity!r}")
     if kinds[0] != expected_first:
         problems.append(f"first module is {kinds[0]}, catalogue says {expected_first}")
     pooling = [m.describe().get("mode") for m in source.modules if m.kind == "Pooling"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import util
+from . import images, util
 from .engine import SENTENCE, TOKENS, Engine
 from .manifest import Artifact
 from .providers import ProviderSpec, create_session, plan_providers
@@ -35,6 +36,8 @@ def _check_item(item: Any, index: int, allow_pairs: bool) -> str | tuple[str, st
         if not allow_pairs:
             raise TypeError(f"sentences[{index}] is a pair {_describe(item)}, but this model takes single texts")
         return (item[0], item[1])
+    if images.is_image_input(item):
+        raise TypeError(f"sentences[{index}] is an image ({type(item).__name__}), but this model is text-only")
     raise TypeError(f"sentences[{index}] must be a str{' or a [title, text] pair' if allow_pairs else ''}, "
                     f"got {_describe(item)}")
 
@@ -49,10 +52,11 @@ def _as_iterable(sentences: Any) -> Iterable[Any]:
     return sentences
 
 
-def _chunks(items: Iterable[Any], size: int, allow_pairs: bool) -> Iterator[list[str | tuple[str, str]]]:
+def _chunks(items: Iterable[Any], size: int, allow_pairs: bool,
+            positions: Iterable[int] | None = None) -> Iterator[list[str | tuple[str, str]]]:
     """Validated chunks of at most ``size`` inputs; errors name the index in the whole input."""
     chunk: list[str | tuple[str, str]] = []
-    for index, item in enumerate(items):
+    for index, item in zip(positions if positions is not None else itertools.count(), items):
         chunk.append(_check_item(item, index, allow_pairs))
         if len(chunk) == size:
             yield chunk
@@ -92,6 +96,12 @@ class SentenceTransformer:
         self.device = device or ("cpu" if providers is None else None)
         graph = self.artifact.read_verified(tower.variants[self.variant].file)
         self.engine = Engine(create_session(graph, self._plan, strict=strict), spec.pad_token_id, max_batch_tokens)
+        self.image_encoder = None
+        if "vision" in manifest.towers:
+            vision = manifest.towers["vision"]
+            self.image_encoder = images.ImageEncoder.from_artifact(
+                self.artifact, self._plan, variant=self.variant if self.variant in vision.variants else None,
+                strict=strict)
         self.similarity_fn_name = manifest.similarity_fn_name
         self.prompts = dict(manifest.prompts)
         self.default_prompt_name = manifest.default_prompt_name
@@ -194,8 +204,15 @@ class SentenceTransformer:
         the device the model was loaded on (sessions are bound to their provider at load).
         """
         self._check_options(batch_size, precision, output_value, device)
-        singular = isinstance(sentences, str)
+        singular = isinstance(sentences, str) or (self.image_encoder is not None and not isinstance(
+            sentences, (list, tuple)) and images.is_image_input(sentences))
         items = [sentences] if singular else list(_as_iterable(sentences))
+        image_pos = [i for i, x in enumerate(items) if images.is_image_input(x)] if self.image_encoder else []
+        if image_pos and output_value != SENTENCE:
+            raise ValueError(f"images have only sentence embeddings; output_value={output_value!r} needs texts only "
+                             f"(sentences[{image_pos[0]}] is an image)")
+        text_pos = sorted(set(range(len(items))) - set(image_pos)) if image_pos else None
+        texts = [items[i] for i in text_pos] if text_pos is not None else items
         if show_progress_bar is None:
             show_progress_bar = logger.getEffectiveLevel() <= logging.INFO
         if convert_to_tensor:
@@ -204,7 +221,7 @@ class SentenceTransformer:
             convert_to_tensor = convert_to_numpy = False
         outputs = (SENTENCE,) if output_value == SENTENCE else (TOKENS,) if output_value == TOKENS \
             else (SENTENCE, TOKENS)
-        chunks = list(_chunks(items, self.chunk_size, "pair" in self.manifest.input_kinds))
+        chunks = list(_chunks(texts, self.chunk_size, "pair" in self.manifest.input_kinds, text_pos))
 
         progress = None
         if show_progress_bar and items:
@@ -213,15 +230,23 @@ class SentenceTransformer:
         try:
             parts = list(self.engine.pipeline(chunks, self._with_prompt(prompt, prompt_name), batch_size=batch_size,
                                               outputs=outputs, on_batch=progress.update if progress else None))
+            image_embeddings = self.image_encoder.encode(
+                [items[i] for i in image_pos], batch_size=batch_size, positions=image_pos, name="sentences",
+                on_batch=progress.update if progress else None) if image_pos else None
         finally:
             if progress is not None:
                 progress.close()
 
         tokens = [t for _, out in parts for t in (out.token_embeddings or [])]
-        embeddings = self._finish(
-            np.concatenate([out.sentence_embedding for _, out in parts]) if parts and SENTENCE in outputs
-            else np.zeros((0, self.get_sentence_embedding_dimension()), dtype=np.float32),
-            normalize_embeddings, truncate_dim)
+        raw = np.concatenate([out.sentence_embedding for _, out in parts]) if parts and SENTENCE in outputs \
+            else np.zeros((0, self.manifest.embedding_dimension), dtype=np.float32)
+        if image_embeddings is not None:
+            # texts and images back into one array, in the caller's order
+            merged = np.empty((len(items), image_embeddings.shape[1]), dtype=np.float32)
+            merged[image_pos] = image_embeddings
+            merged[text_pos] = raw
+            raw = merged
+        embeddings = self._finish(raw, normalize_embeddings, truncate_dim)
         if output_value == TOKENS:
             out: Any = tokens
         elif output_value is None:
