@@ -7,6 +7,7 @@ thread-safe because it keeps no per-call state and ORT's ``run`` is safe to call
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,22 +53,105 @@ class BatchOutput:
     token_embeddings: list[np.ndarray] | None
 
 
-class Engine:
-    """Runs a sentence-embedding graph over pre-tokenized inputs."""
+def bucket_width(longest: int, buckets: Sequence[int] | None) -> int:
+    """Padded sequence width: the smallest bucket that fits, so only a few shapes ever reach the session."""
+    longest = max(longest, 1)
+    if not buckets:
+        return longest
+    for b in buckets:
+        if b >= longest:
+            return b
+    return longest
 
-    def __init__(self, session, pad_token_id: int, max_batch_tokens: int | None = None) -> None:
+
+def default_buckets(max_seq_length: int, smallest: int = 16) -> tuple[int, ...]:
+    """Powers of two from ``smallest`` up to, and ending at, ``max_seq_length``."""
+    out = []
+    width = smallest
+    while width < max_seq_length:
+        out.append(width)
+        width *= 2
+    return (*out, max_seq_length)
+
+
+class _IOBindingRunner:
+    """Runs with IO binding: inputs copied to the device once, outputs written into preallocated
+    device buffers (one per shape, per thread, since concurrent calls must not share them)."""
+
+    def __init__(self, session, device_type: str, device_id: int) -> None:
+        self.session = session
+        self.device_type = device_type
+        self.device_id = device_id
+        self.output_shapes = {o.name: o.shape for o in session.get_outputs()}
+        self._local = threading.local()
+
+    def _buffer(self, name: str, shape: tuple[int, ...]):
+        from .providers import import_onnxruntime
+
+        cache = self._local.__dict__.setdefault("buffers", {})
+        key = (name, shape)
+        if key not in cache:
+            cache[key] = import_onnxruntime().OrtValue.ortvalue_from_shape_and_type(
+                list(shape), np.float32, self.device_type, self.device_id)
+        return cache[key]
+
+    def _shape(self, name: str, batch: int, width: int) -> tuple[int, ...] | None:
+        dims = self.output_shapes[name]
+        concrete = [batch, width, *dims[2:]] if len(dims) == 3 else [batch, *dims[1:]]
+        return tuple(concrete) if all(isinstance(d, int) for d in concrete) else None
+
+    def run(self, outputs: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        batch, width = feeds["input_ids"].shape
+        for name in outputs:
+            shape = self._shape(name, batch, width)
+            if shape is None:
+                binding.bind_output(name, self.device_type, self.device_id)
+            else:
+                binding.bind_ortvalue_output(name, self._buffer(name, shape))
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+
+class Engine:
+    """Runs a sentence-embedding graph over pre-tokenized inputs.
+
+    Args:
+        session: an ONNX Runtime session of the graph.
+        pad_token_id: id used to pad shorter sequences of a batch.
+        max_batch_tokens: bound on padded tokens per batch (count × padded width).
+        seq_buckets: pad every batch to one of these widths (GPU/TensorRT: few shapes, no
+            engine rebuilds and no arena growth); ``None`` pads to the batch's longest text.
+        io_binding: ``(device_type, device_id)`` to run through IO binding, e.g. ``("cuda", 0)``.
+        max_batch_size: hard cap on texts per batch whatever the caller asks (a TensorRT profile's
+            maximum batch: larger batches would force an engine rebuild).
+    """
+
+    def __init__(self, session, pad_token_id: int, max_batch_tokens: int | None = None, *,
+                 seq_buckets: Sequence[int] | None = None, io_binding: tuple[str, int] | None = None,
+                 max_batch_size: int | None = None) -> None:
         self.session = session
         self.pad_token_id = pad_token_id
         self.max_batch_tokens = max_batch_tokens
+        self.seq_buckets = tuple(sorted(seq_buckets)) if seq_buckets else None
         self.input_names = tuple(i.name for i in session.get_inputs())
         self.output_names = tuple(o.name for o in session.get_outputs())
         missing = {"input_ids", "attention_mask"} - set(self.input_names)
         if missing:
             raise ValueError(f"graph lacks required inputs {sorted(missing)}; has {self.input_names}")
+        self._runner = _IOBindingRunner(session, *io_binding) if io_binding else None
+        self.max_batch_size = max_batch_size
+
+    def _run(self, outputs: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self._runner is not None:
+            return self._runner.run(outputs, feeds)
+        return self.session.run(list(outputs), feeds)
 
     def _feeds(self, encoded: Encoded, idx: np.ndarray) -> dict[str, np.ndarray]:
         seqs = [encoded.ids[i] for i in idx]
-        width = max(max(len(s) for s in seqs), 1)
+        width = bucket_width(max(len(s) for s in seqs), self.seq_buckets)
         input_ids = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(seqs), width), dtype=np.int64)
         for row, seq in enumerate(seqs):
@@ -92,8 +176,10 @@ class Engine:
         n = len(lengths)
         sentence: np.ndarray | None = None
         tokens: list[np.ndarray] | None = [None] * n if TOKENS in outputs else None  # type: ignore[list-item]
+        if self.max_batch_size is not None:
+            batch_size = min(batch_size, self.max_batch_size)
         for idx in plan_batches(lengths, batch_size, self.max_batch_tokens):
-            results = dict(zip(outputs, self.session.run(list(outputs), self._feeds(encoded, idx))))
+            results = dict(zip(outputs, self._run(outputs, self._feeds(encoded, idx))))
             if SENTENCE in results:
                 batch = results[SENTENCE]
                 if sentence is None:
@@ -126,3 +212,11 @@ class Engine:
                 yield encoded, self.run(encoded, batch_size=batch_size, outputs=outputs, on_batch=on_batch)
             encoded = pending.result()
             yield encoded, self.run(encoded, batch_size=batch_size, outputs=outputs, on_batch=on_batch)
+
+    def warmup(self, batch_size: int, max_seq_length: int) -> None:
+        """One batch per bucket width (or one at ``max_seq_length`` without buckets)."""
+        widths = [w for w in (self.seq_buckets or ()) if w <= max_seq_length] or [max_seq_length]
+        for width in widths:
+            ids = [np.full(width, self.pad_token_id, dtype=np.int64)] * batch_size
+            self.run(Encoded(ids=ids, type_ids=[np.zeros(width, dtype=np.int64)] * batch_size),
+                     batch_size=batch_size)

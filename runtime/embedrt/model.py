@@ -11,9 +11,9 @@ from typing import Any, Literal
 import numpy as np
 
 from . import images, util
-from .engine import SENTENCE, TOKENS, Engine
+from .engine import SENTENCE, TOKENS, Engine, default_buckets
 from .manifest import Artifact
-from .providers import ProviderSpec, create_session, plan_providers
+from .providers import ProviderSpec, ShapeProfile, create_session, plan_providers, specialize
 from .tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -82,20 +82,31 @@ class SentenceTransformer:
     def __init__(self, model_name_or_path: str | Path, *, device: str | None = None,
                  providers: list[ProviderSpec] | None = None, threads: int | None = None,
                  strict: bool = False, variant: str | None = None, truncate_dim: int | None = None,
-                 max_batch_tokens: int | None = None) -> None:
+                 max_batch_tokens: int | None = None, max_batch_size: int = 64,
+                 trt_cache_dir: str | None = None) -> None:
         self.artifact = Artifact(model_name_or_path)
         manifest = self.artifact.manifest
         self.manifest = manifest
         tower = manifest.towers["text"]
-        self.variant = variant or tower.default_variant
+        plan = plan_providers(device, providers, threads)
+        self.variant = variant or self._default_variant(tower.variants, tower.default_variant, plan)
         if self.variant not in tower.variants:
             raise ValueError(f"variant {self.variant!r} not in artifact; available: {sorted(tower.variants)}")
         spec = manifest.tokenizer
         self.tokenizer = load_tokenizer(spec, self.artifact.read_verified(spec.file))
-        self._plan = plan_providers(device, providers, threads)
+        graph_variant = tower.variants[self.variant]
+        buckets = default_buckets(spec.max_seq_length) if plan.on_gpu else None
+        self._plan = specialize(
+            plan, self.manifest.files[graph_variant.file].sha256, graph_variant.inputs,
+            ShapeProfile(max_batch=max_batch_size, opt_seq=min(128, spec.max_seq_length),
+                         max_seq=spec.max_seq_length), trt_cache_dir)
         self.device = device or ("cpu" if providers is None else None)
-        graph = self.artifact.read_verified(tower.variants[self.variant].file)
-        self.engine = Engine(create_session(graph, self._plan, strict=strict), spec.pad_token_id, max_batch_tokens)
+        session = create_session(self.artifact.read_verified(graph_variant.file), self._plan, strict=strict)
+        on_gpu = session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self.engine = Engine(session, spec.pad_token_id, max_batch_tokens,
+                             seq_buckets=buckets if on_gpu else None,
+                             io_binding=("cuda", self._plan.device_id) if on_gpu else None,
+                             max_batch_size=max_batch_size if self._plan.device == "tensorrt" else None)
         self.image_encoder = None
         if "vision" in manifest.towers:
             vision = manifest.towers["vision"]
@@ -109,6 +120,18 @@ class SentenceTransformer:
         # Texts are tokenized and length-sorted this many at a time: large enough that sorting
         # removes nearly all padding, small enough to bound memory and overlap tokenization.
         self.chunk_size = 4096
+
+    @staticmethod
+    def _default_variant(variants: dict[str, Any], default: str, plan: Any) -> str:
+        """fp16 on CUDA when the artifact has it; TensorRT builds its own fp16 engine from fp32."""
+        if plan.device == "cuda" and "fp16" in variants:
+            return "fp16"
+        return default
+
+    def warmup(self, batch_size: int = 32) -> None:
+        """Run one batch per sequence bucket (GPU) or one full-length batch (CPU), so TensorRT engines,
+        CUDA kernels and memory arenas are ready before the first real request."""
+        self.engine.warmup(batch_size, self.max_seq_length)
 
     # -- properties mirroring sentence-transformers ---------------------------------------------
     @property

@@ -44,11 +44,61 @@ class SessionPlan:
 
     requested: tuple[ProviderSpec, ...]
     threads: int | None
+    device: str = "cpu"  # cpu, cuda, tensorrt, or "custom" for an explicit providers list
+    device_id: int = 0
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the first requested provider runs on an NVIDIA GPU."""
+        return _provider_name(self.requested[0]) in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def cuda_options(device_id: int = 0) -> dict[str, Any]:
+    """CUDA EP options: the arena grows by what is requested, not in powers of two (onnxruntime#11118,
+    triton onnxruntime_backend#102), and copies share the compute stream."""
+    return {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested",
+            "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """TensorRT optimization profile for [batch, sequence] inputs."""
+
+    max_batch: int
+    opt_seq: int
+    max_seq: int
+
+    def shapes(self, inputs: tuple[str, ...]) -> dict[str, str]:
+        """``trt_profile_{min,opt,max}_shapes`` option strings for the given inputs."""
+        def fmt(batch: int, seq: int) -> str:
+            return ",".join(f"{name}:{batch}x{seq}" for name in inputs)
+        return {"trt_profile_min_shapes": fmt(1, 1),
+                "trt_profile_opt_shapes": fmt(self.max_batch, self.opt_seq),
+                "trt_profile_max_shapes": fmt(self.max_batch, self.max_seq)}
+
+
+def tensorrt_options(device_id: int, graph_sha256: str, inputs: tuple[str, ...], profile: ShapeProfile,
+                     cache_root: str | os.PathLike[str], fp16: bool = True) -> dict[str, Any]:
+    """TensorRT EP options: one explicit profile covering every bucket (so no engine is rebuilt when
+    the length changes) and an engine cache keyed by the graph's sha256 and the profile (so a changed
+    graph or profile never reuses a stale engine)."""
+    key = f"{graph_sha256[:16]}-b{profile.max_batch}-s{profile.max_seq}-{'fp16' if fp16 else 'fp32'}"
+    cache = os.path.join(os.fspath(cache_root), key)
+    return {"device_id": device_id, "trt_fp16_enable": fp16, "trt_layer_norm_fp32_fallback": True,
+            "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+            "trt_builder_optimization_level": 3, **profile.shapes(inputs)}
+
+
+def default_trt_cache() -> str:
+    """``$EMBEDRT_TRT_CACHE``, else ``~/.cache/embedrt/trt``: engines persist across processes."""
+    return os.environ.get("EMBEDRT_TRT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "embedrt", "trt"))
 
 
 def plan_providers(device: str | None = None, providers: list[ProviderSpec] | None = None,
                    threads: int | None = None) -> SessionPlan:
-    """Turn ``device`` ("cpu", "cuda", "cuda:1", "tensorrt") or an explicit providers list into ORT specs."""
+    """Turn ``device`` ("cpu", "cuda", "cuda:1", "tensorrt", "tensorrt:1") or an explicit providers list
+    into ORT specs. TensorRT options that depend on the graph are added by :func:`specialize`."""
     if providers is not None and device is not None:
         raise ValueError("give either device= or providers=, not both")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -56,21 +106,31 @@ def plan_providers(device: str | None = None, providers: list[ProviderSpec] | No
     if providers is not None:
         if not providers:
             raise ValueError("providers must not be empty")
-        return SessionPlan(tuple(providers), threads)
+        return SessionPlan(tuple(providers), threads, device="custom")
     device = (device or "cpu").lower()
     name, _, index = device.partition(":")
     if name not in _DEVICE_PROVIDERS:
-        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'tensorrt'")
+        raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'tensorrt' or 'tensorrt:N'")
     if index and not index.isdigit():
         raise ValueError(f"device index must be an integer in {device!r}")
-    options: dict[str, Any] = {"device_id": int(index)} if index else {}
+    device_id = int(index) if index else 0
     if name == "cpu":
         return SessionPlan(("CPUExecutionProvider",), threads)
-    cuda: ProviderSpec = ("CUDAExecutionProvider", options) if options else "CUDAExecutionProvider"
+    cuda: ProviderSpec = ("CUDAExecutionProvider", cuda_options(device_id))
     if name == "cuda":
-        return SessionPlan((cuda, "CPUExecutionProvider"), threads)
-    trt: ProviderSpec = ("TensorrtExecutionProvider", options) if options else "TensorrtExecutionProvider"
-    return SessionPlan((trt, cuda, "CPUExecutionProvider"), threads)
+        return SessionPlan((cuda, "CPUExecutionProvider"), threads, device="cuda", device_id=device_id)
+    trt: ProviderSpec = ("TensorrtExecutionProvider", {"device_id": device_id})
+    return SessionPlan((trt, cuda, "CPUExecutionProvider"), threads, device="tensorrt", device_id=device_id)
+
+
+def specialize(plan: SessionPlan, graph_sha256: str, inputs: tuple[str, ...], profile: ShapeProfile,
+               trt_cache: str | None = None, fp16: bool = True) -> SessionPlan:
+    """Fill in the graph-dependent TensorRT options (profile, engine cache); other plans pass through."""
+    if plan.device != "tensorrt":
+        return plan
+    trt = ("TensorrtExecutionProvider",
+           tensorrt_options(plan.device_id, graph_sha256, inputs, profile, trt_cache or default_trt_cache(), fp16))
+    return SessionPlan((trt, *plan.requested[1:]), plan.threads, plan.device, plan.device_id)
 
 
 def _provider_name(spec: ProviderSpec) -> str:
@@ -116,6 +176,9 @@ def create_session(model: bytes, plan: SessionPlan, *, strict: bool = False) -> 
     # next and make the arena grow (onnxruntime#11118), so plan per run instead.
     options.enable_mem_pattern = False
     options.log_severity_level = 3
+    if strict and plan.on_gpu:
+        # ORT's own guarantee that no node silently runs on the CPU instead of the GPU.
+        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     session = ort.InferenceSession(model, sess_options=options, providers=usable)
     active = session.get_providers()
     if first not in active:

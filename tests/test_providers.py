@@ -1,0 +1,112 @@
+"""Provider choice, GPU option building, bucketing and IO binding — on real CPU sessions, no GPU faked."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import embedrt
+from embedrt.engine import Engine, bucket_width, default_buckets
+from embedrt.providers import ProviderUnavailableError, ShapeProfile, plan_providers, specialize
+from embedrt_export.verify import one_minus_cos
+
+TEXTS = ["short", "a somewhat longer sentence about providers", "x " * 300, "", "Привет, мир"]
+
+
+def test_device_strings_become_provider_lists():
+    assert plan_providers().requested == ("CPUExecutionProvider",)
+    cuda = plan_providers("cuda:1")
+    assert cuda.device == "cuda" and cuda.device_id == 1 and cuda.on_gpu
+    name, options = cuda.requested[0]
+    assert name == "CUDAExecutionProvider" and options["device_id"] == 1
+    assert options["arena_extend_strategy"] == "kSameAsRequested"
+    assert cuda.requested[-1] == "CPUExecutionProvider"
+    trt = plan_providers("tensorrt")
+    assert [p if isinstance(p, str) else p[0] for p in trt.requested] == [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    custom = plan_providers(providers=[("CPUExecutionProvider", {})])
+    assert custom.device == "custom"
+    for bad in ("gpu", "cuda:x", "tpu:0"):
+        with pytest.raises(ValueError, match="device"):
+            plan_providers(bad)
+    with pytest.raises(ValueError, match="not both"):
+        plan_providers("cpu", ["CPUExecutionProvider"])
+
+
+def test_tensorrt_profile_and_cache_are_keyed_by_graph():
+    profile = ShapeProfile(max_batch=64, opt_seq=128, max_seq=256)
+    plan = specialize(plan_providers("tensorrt:2"), "a" * 64, ("input_ids", "attention_mask"), profile, "/c")
+    name, options = plan.requested[0]
+    assert name == "TensorrtExecutionProvider" and options["device_id"] == 2
+    assert options["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1"
+    assert options["trt_profile_opt_shapes"] == "input_ids:64x128,attention_mask:64x128"
+    assert options["trt_profile_max_shapes"] == "input_ids:64x256,attention_mask:64x256"
+    assert options["trt_engine_cache_enable"] and options["trt_fp16_enable"]
+    other = specialize(plan_providers("tensorrt:2"), "b" * 64, ("input_ids", "attention_mask"), profile, "/c")
+    assert other.requested[0][1]["trt_engine_cache_path"] != options["trt_engine_cache_path"]
+    assert specialize(plan_providers("cuda"), "a" * 64, ("input_ids",), profile) == plan_providers("cuda")
+
+
+def test_buckets_bound_the_number_of_shapes():
+    assert default_buckets(256) == (16, 32, 64, 128, 256)
+    assert default_buckets(384) == (16, 32, 64, 128, 256, 384)
+    assert [bucket_width(n, (16, 32, 64)) for n in (0, 1, 16, 17, 64, 65)] == [16, 16, 16, 32, 64, 65]
+    assert bucket_width(7, None) == 7
+
+
+def test_missing_gpu_provider_warns_and_says_what_runs(minilm_artifact, caplog):
+    with caplog.at_level(logging.WARNING, logger="embedrt.providers"):
+        model = embedrt.SentenceTransformer(minilm_artifact, device="cuda")
+    assert "CUDAExecutionProvider" in caplog.text and "not available" in caplog.text
+    assert model.providers["active"] == ["CPUExecutionProvider"]
+    assert model.providers["requested"][0][0] == "CUDAExecutionProvider"
+    assert model.encode("still works").shape == (384,)
+
+
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_strict_refuses_instead_of_falling_back(minilm_artifact, device):
+    with pytest.raises(ProviderUnavailableError, match="not available"):
+        embedrt.SentenceTransformer(minilm_artifact, device=device, strict=True)
+
+
+class _SpySession:
+    """A real session that records the shapes it is given."""
+
+    def __init__(self, session):
+        self._session = session
+        self.shapes = set()
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def run(self, outputs, feeds):
+        self.shapes.add(feeds["input_ids"].shape[1])
+        return self._session.run(outputs, feeds)
+
+
+def test_bucketed_and_io_bound_runs_match_plain_runs(minilm_artifact, corpus_1000):
+    model = embedrt.SentenceTransformer(minilm_artifact)
+    session = model.engine.session
+    texts = corpus_1000[:300] + TEXTS
+    encoded = model.tokenizer.encode(texts)
+    plain = model.engine.run(encoded).sentence_embedding
+
+    spy = _SpySession(session)
+    bucketed = Engine(spy, model.tokenizer.pad_token_id, seq_buckets=default_buckets(256)).run(encoded)
+    assert spy.shapes <= set(default_buckets(256))
+    assert one_minus_cos(plain, bucketed.sentence_embedding).max() <= 1e-6
+
+    bound = Engine(session, model.tokenizer.pad_token_id, io_binding=("cpu", 0))
+    out = bound.run(encoded, outputs=("sentence_embedding", "token_embeddings"))
+    assert one_minus_cos(plain, out.sentence_embedding).max() <= 1e-6
+    assert [t.shape for t in out.token_embeddings] == [(len(i), 384) for i in encoded.ids]
+    capped = Engine(session, model.tokenizer.pad_token_id, max_batch_size=4)
+    assert one_minus_cos(plain, capped.run(encoded, batch_size=64).sentence_embedding).max() <= 1e-6
+
+
+def test_warmup_runs(minilm_artifact):
+    model = embedrt.SentenceTransformer(minilm_artifact)
+    model.warmup(batch_size=2)
+    assert np.isfinite(model.encode(TEXTS)).all()
