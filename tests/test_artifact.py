@@ -65,8 +65,19 @@ def test_missing_manifest(copy):
 
 
 def test_not_a_folder(tmp_path):
-    with pytest.raises(ArtifactError, match="not found"):
+    with pytest.raises(ArtifactError, match="no embedrt artifact for .*nope.*embedrt export"):
         embedrt.SentenceTransformer(tmp_path / "nope")
+    with pytest.raises(ArtifactError, match="not found"):
+        Artifact(tmp_path / "nope")
+
+
+def test_name_resolves_from_local_artifact_store(minilm_artifact, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(minilm_artifact, tmp_path / "artifacts" / "all-MiniLM-L6-v2")
+    monkeypatch.setenv("EMBEDRT_CACHE", str(tmp_path))
+    model = embedrt.SentenceTransformer("sentence-transformers/all-MiniLM-L6-v2")
+    assert model.encode("by name").shape == (384,)
 
 
 def test_manifest_not_json(copy):

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import images, util
 from .engine import SENTENCE, TOKENS, Engine, default_buckets
+from .hub import resolve_artifact
 from .manifest import Artifact
 from .providers import ProviderSpec, ShapeProfile, create_session, plan_providers, specialize
 from .tokenization import load_tokenizer
@@ -69,7 +70,8 @@ class SentenceTransformer:
     """Encode text with an embedrt artifact, with ``sentence_transformers.SentenceTransformer``'s API.
 
     Args:
-        model_name_or_path: an artifact folder (written by ``embedrt export``).
+        model_name_or_path: an artifact folder (written by ``embedrt export``), a name under
+            ``$EMBEDRT_CACHE/artifacts``, or a Hub repo holding an artifact.
         device: "cpu" (default), "cuda", "cuda:N" or "tensorrt".
         providers: explicit ONNX Runtime providers list instead of ``device``.
         threads: intra-op threads; default all cores this process may use.
@@ -84,7 +86,7 @@ class SentenceTransformer:
                  strict: bool = False, variant: str | None = None, truncate_dim: int | None = None,
                  max_batch_tokens: int | None = None, max_batch_size: int = 64,
                  trt_cache_dir: str | None = None) -> None:
-        self.artifact = Artifact(model_name_or_path)
+        self.artifact = Artifact(resolve_artifact(model_name_or_path))
         manifest = self.artifact.manifest
         self.manifest = manifest
         tower = manifest.towers["text"]
