@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import embedrt
 import numpy as np
 import pytest
-
-import embedrt
 from embedrt.engine import Engine, bucket_width, default_buckets
 from embedrt.providers import ProviderUnavailableError, ShapeProfile, plan_providers, specialize
 from embedrt_export.verify import one_minus_cos

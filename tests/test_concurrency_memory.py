@@ -1,0 +1,68 @@
+"""The engine under load: thread safety, batch invariance, bounded memory, streaming."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import embedrt
+import numpy as np
+from embedrt_export.verify import one_minus_cos
+
+
+def test_eight_threads_give_exactly_the_serial_results(minilm_artifact, corpus_1000):
+    model = embedrt.SentenceTransformer(minilm_artifact)
+    jobs = [corpus_1000[i * 40:(i + 1) * 40] for i in range(8)]
+    serial = [model.encode(job, batch_size=16) for job in jobs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(lambda job: model.encode(job, batch_size=16), jobs))
+    for a, b in zip(serial, parallel):
+        assert np.array_equal(a, b)
+
+
+def test_batch_invariance_fp32(minilm_artifact, corpus_1000):
+    model = embedrt.SentenceTransformer(minilm_artifact)
+    texts = corpus_1000[:64]
+    alone = np.stack([model.encode(t) for t in texts[:16]])
+    for batch_size in (1, 7, 32, 64):
+        together = model.encode(texts, batch_size=batch_size)[:16]
+        assert one_minus_cos(alone, together).max() <= 1e-6
+
+
+def test_stream_equals_encode(minilm_artifact, corpus_1000):
+    model = embedrt.SentenceTransformer(minilm_artifact)
+    texts = corpus_1000[:300]
+    streamed = list(model.encode_stream(iter(texts), chunk_size=64))
+    assert [len(s) for s in streamed] == [64, 64, 64, 64, 44]
+    assert one_minus_cos(np.concatenate(streamed), model.encode(texts)).max() <= 1e-6
+
+
+def test_rss_does_not_grow_with_new_shapes(exported, fortunes):
+    """RSS after 20,000 mixed-length texts stays within 10% of RSS after the first 2,000."""
+    from conftest import sample_records
+
+    artifact, _ = exported("paraphrase-MiniLM-L3-v2")
+    corpus_file = artifact.parent / "rss_corpus.txt"
+    texts = sample_records(fortunes, 20_000, n_long=500)
+    random.Random(0).shuffle(texts)  # mixed lengths throughout, as in a real stream
+    corpus_file.write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
+    script = textwrap.dedent(f"""
+        import psutil, embedrt
+        texts = open({str(corpus_file)!r}, encoding="utf-8").read().split("\\n")
+        model = embedrt.SentenceTransformer({str(artifact)!r})
+        proc = psutil.Process()
+        model.encode(texts[:2000], batch_size=32)
+        first = proc.memory_info().rss
+        for start in range(2000, len(texts), 2000):
+            model.encode(texts[start:start + 2000], batch_size=32)
+        print(first, proc.memory_info().rss)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    first, last = map(int, out.stdout.split())
+    print(f"\nRSS after 2,000: {first / 2**20:.0f} MiB; after 20,000: {last / 2**20:.0f} MiB "
+          f"({(last / first - 1) * 100:+.1f}%)")
+    assert last <= first * 1.10
