@@ -7,6 +7,7 @@ thread-safe because it keeps no per-call state and ORT's ``run`` is safe to call
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -181,13 +182,13 @@ class Engine:
         for idx in plan_batches(lengths, batch_size, self.max_batch_tokens):
             results = dict(zip(outputs, self._run(outputs, self._feeds(encoded, idx))))
             if SENTENCE in results:
-                batch = results[SENTENCE]
+                batch = results[SENTENCE].astype(np.float32, copy=False)  # fp16 graphs keep fp32 io, but be sure
                 if sentence is None:
                     sentence = np.empty((n, batch.shape[1]), dtype=batch.dtype)
                 sentence[idx] = batch
             if tokens is not None:
                 for row, i in enumerate(idx):
-                    tokens[i] = results[TOKENS][row, :max(int(lengths[i]), 1)]
+                    tokens[i] = results[TOKENS][row, :max(int(lengths[i]), 1)].astype(np.float32, copy=False)
             if on_batch is not None:
                 on_batch(len(idx))
         return BatchOutput(sentence_embedding=sentence, token_embeddings=tokens)
@@ -200,11 +201,17 @@ class Engine:
         Memory stays bounded by the chunk size however long ``chunks`` is; both tokenizers and
         ONNX Runtime release the GIL, so the two stages really overlap.
         """
+        iterator = iter(chunks)
+        first = next(iterator, None)
+        if first is None:
+            return
+        second = next(iterator, None)
+        if second is None:  # one chunk: nothing to overlap, and no thread to pay for on short calls
+            encoded = tokenize(first)
+            yield encoded, self.run(encoded, batch_size=batch_size, outputs=outputs, on_batch=on_batch)
+            return
+        iterator = itertools.chain([second], iterator)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedrt-tokenize") as pool:
-            iterator = iter(chunks)
-            first = next(iterator, None)
-            if first is None:
-                return
             pending = pool.submit(tokenize, first)
             for chunk in iterator:
                 encoded = pending.result()

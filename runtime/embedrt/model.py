@@ -79,6 +79,10 @@ class SentenceTransformer:
         variant: graph variant from the manifest (default: the tower's default, ``fp32``).
         truncate_dim: keep only the first ``truncate_dim`` dimensions of sentence embeddings.
         max_batch_tokens: bound on padded tokens per batch (``None``: only ``batch_size`` bounds it).
+        max_batch_size: TensorRT only: the shape profile's largest batch; ``encode(batch_size=...)``
+            above it runs in batches of this size, since a larger batch would rebuild the engine.
+        trt_cache_dir: TensorRT engine cache root (default ``$EMBEDRT_TRT_CACHE`` or
+            ``~/.cache/embedrt/trt``); each graph and profile gets its own sub-folder.
     """
 
     def __init__(self, model_name_or_path: str | Path, *, device: str | None = None,
