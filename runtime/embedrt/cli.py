@@ -1,4 +1,4 @@
-"""The ``embedrt`` command: export, encode, info, models."""
+"""The ``embedrt`` command: export, encode, info, models, bench."""
 
 from __future__ import annotations
 
@@ -86,6 +86,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    # A child of this interpreter, not an import: the benchmark loads torch/sentence-transformers,
+    # which the runtime must never import. benchmarks/ exists only in a source checkout.
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu.py"
+    if not script.is_file():
+        print(f"embedrt bench needs a source checkout ({script} not found)", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, str(script), args.artifact, *args.bench_args])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(prog="embedrt", description=__doc__)
@@ -112,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the catalogue")
     p.add_argument("--task", help="only models whose task contains this (e.g. retrieval, sts, image)")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("bench", help="CPU speed and fidelity vs sentence-transformers and fastembed (source checkout)")
+    p.add_argument("artifact", help="artifact folder or model name")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for benchmarks/cpu.py, e.g. --quick --out DIR")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("info", help="print an artifact's key facts and parity figures")
     p.add_argument("artifact")
