@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -103,13 +103,49 @@ def _measure_text(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
     return {"text": verify.measure(reference, ours, probes).as_dict()}
 
 
+def _add_variants(manifest: Manifest, staging: Path, model: Any, names: Sequence[str],
+                  texts: Sequence[str], log: Callable[[str], None]) -> Manifest:
+    """Build, write and measure each requested text-graph variant; keep those that pass their gate."""
+    import embedrt
+
+    from . import variants as v
+    from .optimize import ArchFacts
+
+    if not texts:
+        raise ValueError("graph variants need real fidelity texts (fidelity_texts=, CLI --texts FILE)")
+    reference = model.encode(list(texts), batch_size=32, convert_to_numpy=True)
+    facts = ArchFacts.from_config(model[0].auto_model.config)
+    fp32 = (staging / manifest.towers["text"].variants["fp32"].file).read_bytes()
+    for candidate in v.build_text_variants(fp32, facts, names):
+        (staging / candidate.file).write_bytes(candidate.onnx_bytes)
+        trial = v.with_variant(manifest, candidate)
+        (staging / MANIFEST_NAME).write_text(trial.to_json(), encoding="utf-8")
+        figures = v.measure(reference, embedrt.SentenceTransformer(staging, variant=candidate.name), texts)
+        failures = candidate.gate.failures(figures)
+        if failures:
+            log(f"variant {candidate.name} not written: misses its gate ({'; '.join(failures)})")
+            if candidate.file not in {x.file for x in manifest.towers["text"].variants.values()}:
+                (staging / candidate.file).unlink()
+            continue
+        manifest = v.with_variant(manifest, candidate, figures)
+        log(f"variant {candidate.name}: " + ", ".join(f"{k} {x:.4g}" for k, x in figures.items()))
+    return manifest
+
+
 def export(src: str | Path, out: str | Path, *, name: str | None = None, overwrite: bool = False,
-           max_one_minus_cos: float = verify.FP32_MAX_ONE_MINUS_COS, expect: Entry | None = None) -> Manifest:
+           max_one_minus_cos: float = verify.FP32_MAX_ONE_MINUS_COS, expect: Entry | None = None,
+           variants: Sequence[str] = (), fidelity_texts: Sequence[str] = (),
+           log: Callable[[str], None] = print) -> Manifest:
     """Export ``src`` to the artifact folder ``out`` and verify it against sentence-transformers.
 
     With ``expect`` (a catalogue entry) the source's module stack must be the catalogue's, and the
     entry's input kinds (e.g. [title, text] pairs) go into the manifest. Raises :class:`ExportError`
     (and leaves nothing at ``out``) when the runtime's output misses ``max_one_minus_cos`` on the probes.
+
+    ``variants`` (e.g. ``optimized``, ``fp16``, ``int8_blockwise``, ``int8_avx512_vnni``; see
+    ``embedrt_export.variants.GATES``) are derived from the verified fp32 graph, measured against
+    sentence-transformers on ``fidelity_texts`` (real text, ≥ 32), and written only if they meet their
+    gate; a variant that misses is left out and ``log`` says why.
     """
     import embedrt
 
@@ -163,6 +199,8 @@ def export(src: str | Path, out: str | Path, *, name: str | None = None, overwri
             for tower_name, tower in manifest.towers.items()
         }
         manifest = replace(manifest, towers=towers)
+        if variants:
+            manifest = _add_variants(manifest, staging, model, variants, fidelity_texts, log)
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

@@ -19,13 +19,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from embedrt_export.resolve import resolve
 
     source, entry = resolve(args.source)
+    variants = [v for v in (args.variants or "").split(",") if v]
     manifest = export(source, args.output, name=args.name or (entry.name if entry else None),
-                      overwrite=args.overwrite, expect=entry)
+                      overwrite=args.overwrite, expect=entry, variants=variants,
+                      fidelity_texts=_fidelity_texts(args.texts) if variants else ())
     parity = manifest.towers["text"].variants["fp32"].parity
     print(f"wrote {args.output}: {manifest.name}, dim {manifest.embedding_dimension}, "
           f"max_seq_length {manifest.tokenizer.max_seq_length}, "
           f"parity max 1-cos {parity['max_one_minus_cos']:.2e}, token max-abs {parity['token_max_abs']:.2e}")
     return 0
+
+
+def _fidelity_texts(path: str | None, limit: int = 2000) -> list[str]:
+    """Real texts to measure variants on: ``--texts`` (lines, or JSON lines with "text"), else the
+    English records of the fetched fortunes corpus."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        cache = Path(os.environ.get("EMBEDRT_CACHE", Path.home() / ".cache" / "embedrt"))
+        corpus = cache / "corpora" / "fortunes.jsonl"
+        if not corpus.is_file():
+            raise ValueError("--variants needs --texts FILE (real text, one per line) to measure fidelity")
+        records = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+        return [r["text"] for r in records if r["lang"] == "en"][::7][:limit]
+    lines = _read_lines(path)
+    if path.endswith(".jsonl"):
+        lines = [json.loads(line)["text"] for line in lines if line.strip()]
+    return [line for line in lines if line.strip()][:limit]
 
 
 def _read_lines(path: str) -> list[str]:
@@ -109,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="artifact folder to write")
     p.add_argument("--name", help="model name recorded in the manifest (default: folder name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--variants", help="comma-separated graph variants to add, e.g. optimized,fp16,int8_blockwise,"
+                   "int8_avx512_vnni (each written only if it meets its fidelity gate)")
+    p.add_argument("--texts", help="real texts for measuring variants (default: the fetched fortunes corpus)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("encode", help="embed text lines into a .npy file")

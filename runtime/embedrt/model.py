@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import images, util
+from . import images, isa, util
 from .engine import SENTENCE, TOKENS, Engine, default_buckets
 from .hub import resolve_artifact
 from .manifest import Artifact
@@ -64,6 +64,18 @@ def _chunks(items: Iterable[Any], size: int, allow_pairs: bool,
             chunk = []
     if chunk:
         yield chunk
+
+
+# What an int8 variant must have measured at export before the runtime picks it without being asked.
+AUTO_INT8_GATE = {"spearman": 0.995, "top10_overlap": 0.95}
+AUTO_INT8_MAX_BATCH_ONE_MINUS_COS = 1e-4
+
+
+def _auto_pickable(name: str, parity: dict[str, float]) -> bool:
+    if not name.startswith("int8"):
+        return True
+    return (all(parity.get(k, -1.0) >= limit for k, limit in AUTO_INT8_GATE.items())
+            and parity.get("batch_one_minus_cos", 1.0) <= AUTO_INT8_MAX_BATCH_ONE_MINUS_COS)
 
 
 class SentenceTransformer:
@@ -129,10 +141,13 @@ class SentenceTransformer:
 
     @staticmethod
     def _default_variant(variants: dict[str, Any], default: str, plan: Any) -> str:
-        """fp16 on CUDA when the artifact has it; TensorRT builds its own fp16 engine from fp32."""
-        if plan.device == "cuda" and "fp16" in variants:
-            return "fp16"
-        return default
+        """The fastest variant for the device (``isa.best_variant``) among those safe to pick unasked:
+        an int8 graph only if its recorded fidelity keeps ranking and is batch-invariant."""
+        usable = [name for name, v in variants.items() if _auto_pickable(name, v.parity)]
+        try:
+            return isa.best_variant(usable, device="cpu" if plan.device == "custom" else plan.device)
+        except ValueError:
+            return default
 
     def warmup(self, batch_size: int = 32) -> None:
         """Run one batch per sequence bucket (GPU) or one full-length batch (CPU), so TensorRT engines,

@@ -1,0 +1,123 @@
+"""ONNX Runtime transformer fusions and fp16 conversion of an exported text graph.
+
+Both steps are onnxruntime.transformers' own tools; this module only chooses their options:
+
+* :func:`fuse` runs ``optimize_model`` at ``opt_level=0`` (its Python pattern fusions only), so the
+  result stays provider-neutral and ONNX Runtime still applies its own graph optimizations when a
+  session loads it. GELU stays exact (erf); the tanh approximation would change the numerics.
+* :func:`to_fp16` converts a (fused) graph to float16 for GPUs, keeping the graph's inputs and
+  outputs, every LayerNorm-family op, Softmax and the whole sentence-embedding head (pooling,
+  Dense, Normalize: every node downstream of ``token_embeddings``) in float32.
+
+The fused graphs use the attention mask as given (``AttentionMaskFormat.AttentionMask``) rather
+than ORT's default mask-index form, which silently assumes right padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+MS_DOMAIN = "com.microsoft"
+
+# Ops the fusions produce; their counts say whether a fusion actually matched the traced graph.
+FUSED_OP_TYPES = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",
+                  "BiasGelu", "Gelu", "FastGelu", "LayerNormalization")
+
+# Kept in float32 by the fp16 conversion: reductions over the hidden size and softmax lose too much
+# in half precision, and ORT's GPU kernels for these take float32 islands cheaply.
+FP16_BLOCKED_OPS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "Softmax")
+
+TOKEN_OUTPUT = "token_embeddings"
+
+# onnxruntime.transformers' "bert" patterns match every BERT-like encoder we export (checked on
+# bert, distilbert, roberta, xlm-roberta and mpnet twins); MPNet's relative position bias keeps
+# its attention unfused, the rest of its layers fuse.
+ORT_MODEL_TYPE = "bert"
+
+
+@dataclass(frozen=True)
+class ArchFacts:
+    """What the fusions need to know about the transformer, from its Hugging Face config."""
+
+    num_heads: int
+    hidden_size: int
+
+    @classmethod
+    def from_config(cls, config: Any) -> ArchFacts:
+        """Read ``model[0].auto_model.config`` (attribute maps cover DistilBERT's ``n_heads``/``dim``)."""
+        return cls(num_heads=int(config.num_attention_heads), hidden_size=int(config.hidden_size))
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A fused graph and how many of each fused op the optimizer produced (non-zero counts only)."""
+
+    onnx_bytes: bytes
+    fused_ops: dict[str, int]
+
+
+def with_ms_domain(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Add the com.microsoft opset import when the graph uses contrib ops (in place; returns ``model``)."""
+    # optimize_model only adds the com.microsoft opset import when it saves to a file; graphs
+    # passed around as bytes need it too, or onnx shape inference (used by the quantizer) fails.
+    if any(n.domain == MS_DOMAIN for n in model.graph.node) and \
+            not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+    return model
+
+
+def fusion_options() -> Any:
+    """Fusion settings: exact GELU, explicit 2-D attention mask, everything else ORT's bert defaults."""
+    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
+
+    options = FusionOptions("bert")
+    options.enable_gelu_approximation = False
+    options.attention_mask_format = AttentionMaskFormat.AttentionMask
+    return options
+
+
+def fuse(onnx_bytes: bytes, facts: ArchFacts) -> Fused:
+    """Apply ORT's transformer fusions to an fp32 graph; numerics stay within float32 rounding."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimizer = optimize_model(onnx.load_from_string(onnx_bytes), model_type=ORT_MODEL_TYPE,
+                               num_heads=facts.num_heads, hidden_size=facts.hidden_size, opt_level=0,
+                               optimization_options=fusion_options(), use_gpu=False)
+    model = with_ms_domain(optimizer.model)
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type in FUSED_OP_TYPES:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return Fused(onnx_bytes=model.SerializeToString(), fused_ops=counts)
+
+
+def head_nodes(model: onnx.ModelProto, token_output: str = TOKEN_OUTPUT) -> list[str]:
+    """Names of the nodes downstream of ``token_output``: pooling, Dense, LayerNorm, Normalize."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    seen: dict[int, onnx.NodeProto] = {}
+    stack = [token_output]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if id(node) not in seen:
+                seen[id(node)] = node
+                stack.extend(node.output)
+    if any(not node.name for node in seen.values()):
+        raise ValueError("a sentence-embedding head node has no name, so it cannot be kept in float32 by name")
+    return sorted(node.name for node in seen.values())
+
+
+def to_fp16(onnx_bytes: bytes) -> bytes:
+    """Convert a graph to float16 with float32 inputs/outputs, normalizations, softmax and head."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = onnx.load_from_string(onnx_bytes)
+    wrapped = OnnxModel(model)
+    wrapped.convert_float_to_float16(keep_io_types=True, op_block_list=list(FP16_BLOCKED_OPS),
+                                     node_block_list=head_nodes(model))
+    return with_ms_domain(wrapped.model).SerializeToString()

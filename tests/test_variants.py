@@ -1,0 +1,262 @@
+"""Graph variants (optimized, fp16, int8 per ISA, blockwise int8): build, load, meet their gates; ISA choice."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import embedrt
+import numpy as np
+import pytest
+from embedrt import isa
+from embedrt.manifest import Artifact
+
+VNNI_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+flags\t\t: fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni
+processor\t: 1
+flags\t\t: fpu
+"""
+AVX512_CPUINFO = "flags\t\t: sse4_2 avx avx2 avx512f avx512dq avx512cd avx512bw avx512vl\n"
+AVX512F_ONLY_CPUINFO = "flags\t\t: sse4_2 avx avx2 avx512f avx512pf avx512er\n"  # Xeon Phi: no BW
+AVX2_CPUINFO = "flags\t\t: sse4_2 avx avx2 fma avx_vnni\n"
+SSE_CPUINFO = "flags\t\t: fpu sse sse2 sse4_2\n"
+ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimddp\n"
+
+ALL = ["fp32", "optimized", "fp16", "int8_blockwise", "int8_avx2", "int8_avx512", "int8_avx512_vnni", "int8_arm64"]
+
+
+# -- ISA detection and variant choice ----------------------------------------------------------------
+@pytest.mark.parametrize(("cpuinfo", "machine", "expected"), [
+    (VNNI_CPUINFO, "x86_64", "avx512_vnni"),
+    (AVX512_CPUINFO, "x86_64", "avx512"),
+    (AVX512F_ONLY_CPUINFO, "x86_64", "avx2"),
+    (AVX2_CPUINFO, "x86_64", "avx2"),
+    (SSE_CPUINFO, "x86_64", None),
+    ("", "AMD64", None),
+    (ARM_CPUINFO, "aarch64", "arm64"),
+    ("", "arm64", "arm64"),  # macOS on Apple silicon: no /proc/cpuinfo
+])
+def test_detect_isa(cpuinfo, machine, expected):
+    assert isa.detect_isa(cpuinfo, machine) == expected
+
+
+def test_cpu_flags_reads_first_flags_line():
+    flags = isa.cpu_flags(VNNI_CPUINFO)
+    assert "avx512_vnni" in flags and "avx2" in flags
+    assert isa.cpu_flags("model name\t: something\n") == frozenset()
+
+
+def test_detect_isa_on_this_host_is_a_known_value():
+    assert isa.detect_isa() in (*isa.INT8_ISAS, None)
+
+
+@pytest.mark.parametrize(("cpu_isa", "available", "expected"), [
+    ("avx512_vnni", ALL, "int8_avx512_vnni"),
+    ("avx512_vnni", ["fp32", "optimized", "int8_avx2"], "int8_avx2"),
+    ("avx512", ALL, "int8_avx512"),
+    ("avx2", ALL, "int8_avx2"),
+    # s8-weight graphs are never chosen for an AVX2-only CPU (vpmaddubsw saturation).
+    ("avx2", ["fp32", "optimized", "int8_avx512_vnni", "int8_arm64"], "optimized"),
+    ("arm64", ALL, "int8_arm64"),
+    ("arm64", ["fp32", "int8_avx2"], "fp32"),
+    (None, ALL, "optimized"),
+    ("avx512_vnni", ["fp32", "int8_blockwise", "fp16"], "fp32"),  # neither is an automatic CPU choice
+])
+def test_best_variant_cpu(cpu_isa, available, expected):
+    assert isa.best_variant(available, isa=cpu_isa) == expected
+
+
+@pytest.mark.parametrize(("device", "available", "expected"), [
+    ("cuda", ALL, "fp16"), ("cuda:1", ["fp32", "optimized"], "optimized"), ("tensorrt", ALL, "fp32"),
+])
+def test_best_variant_gpu(device, available, expected):
+    assert isa.best_variant(available, device=device, isa="avx512_vnni") == expected
+
+
+def test_best_variant_without_fallback_raises():
+    with pytest.raises(ValueError, match="none of"):
+        isa.best_variant(["int8_blockwise"], isa="avx2")
+
+
+def test_int8_variant_names():
+    assert [isa.int8_variant(i) for i in isa.INT8_ISAS] == ["int8_avx2", "int8_avx512", "int8_avx512_vnni",
+                                                            "int8_arm64"]
+    with pytest.raises(ValueError):
+        isa.int8_variant("sse4")
+
+
+# -- gates and metrics -----------------------------------------------------------------------------
+def test_every_isa_has_a_quantization_config_and_a_gate():
+    from embedrt_export import quantize, variants
+
+    assert set(quantize.ISA_CONFIGS) == set(isa.INT8_ISAS)
+    assert {isa.int8_variant(i) for i in isa.INT8_ISAS} <= set(variants.GATES)
+
+
+def test_gate_failures_name_each_missed_limit():
+    from embedrt_export.variants import Gate
+
+    gate = Gate(max_one_minus_cos=1e-6, min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4)
+    good = {"max_one_minus_cos": 1e-7, "spearman": 0.999, "top10_overlap": 0.97, "batch_one_minus_cos": 0.0}
+    assert gate.failures(good) == []
+    bad = {"max_one_minus_cos": 1e-3, "spearman": 0.99, "top10_overlap": 0.9, "batch_one_minus_cos": 1e-2}
+    reasons = gate.failures(bad)
+    assert len(reasons) == 4 and reasons[1].startswith("spearman 0.99 < 0.995")
+
+
+def test_spearman_is_rank_based():
+    from embedrt_export.variants import spearman
+
+    x = np.random.default_rng(0).normal(size=500)
+    assert spearman(x, np.exp(x)) == pytest.approx(1.0)
+    assert spearman(x, -x) == pytest.approx(-1.0)
+
+
+# -- building and loading variants -----------------------------------------------------------------
+def _add_variants(artifact_dir, candidates):
+    """Write candidates into an exported artifact as the export will, so the runtime can load them."""
+    from embedrt_export import variants
+
+    manifest = Artifact(artifact_dir).manifest
+    for candidate in candidates:
+        (artifact_dir / candidate.file).write_bytes(candidate.onnx_bytes)
+        manifest = variants.with_variant(manifest, candidate)
+    (artifact_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def twin_with_variants(twin_assets, tmp_path_factory):
+    """A tiny BERT twin exported, with every variant built and written into its artifact."""
+    from embedrt_export import export, graph, optimize, twins, variants
+
+    root = tmp_path_factory.mktemp("variant-twin")
+    src = twins.build_twin(root / "src", "bert", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
+    export(src, root / "artifact")
+    reference = graph.load_sentence_transformer(str(src))
+    facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
+    candidates = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts)
+    _add_variants(root / "artifact", candidates)
+    return root / "artifact", reference, candidates
+
+
+def test_twin_variants_build_load_and_run(twin_with_variants):
+    artifact, reference, candidates = twin_with_variants
+    assert [c.name for c in candidates] == ALL[1:]
+    texts = ["A man is eating food.", "Ein Mann isst.", "", "short", "a much longer sentence " * 8]
+    ref = reference.encode(texts, convert_to_numpy=True)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    assert set(manifest["towers"]["text"]["variants"]) == set(ALL)
+    for candidate in candidates:
+        model = embedrt.SentenceTransformer(artifact, variant=candidate.name, threads=1)
+        got = model.encode(texts)
+        assert got.shape == ref.shape and got.dtype == np.float32, candidate.name
+        cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
+        assert cos.min() > 0.95, (candidate.name, cos)
+
+
+def test_twin_optimized_keeps_fp32_parity_and_fuses(twin_with_variants):
+    from embedrt_export.verify import measure, probe_texts
+
+    artifact, reference, candidates = twin_with_variants
+    optimized = next(c for c in candidates if c.name == "optimized")
+    assert optimized.build_info.get("SkipLayerNormalization", 0) >= 2, optimized.build_info
+    model = embedrt.SentenceTransformer(artifact, variant="optimized", threads=1)
+    parity = measure(reference, model, probe_texts(model.max_seq_length), batch_size=4)
+    assert parity.max_one_minus_cos <= 1e-6, parity
+
+
+def test_twin_blockwise_int8_is_batch_invariant(twin_with_variants):
+    from embedrt_export.verify import one_minus_cos
+
+    artifact, _, _ = twin_with_variants
+    model = embedrt.SentenceTransformer(artifact, variant="int8_blockwise", threads=1)
+    texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(32)]
+    alone = np.stack([model.encode([t], batch_size=1)[0] for t in texts])
+    assert float(one_minus_cos(alone, model.encode(texts, batch_size=32)).max()) <= 1e-4
+
+
+def test_fp16_keeps_head_and_io_in_float32(twin_with_variants):
+    import onnx
+    from embedrt_export.optimize import head_nodes
+
+    _, _, candidates = twin_with_variants
+    by_name = {c.name: c for c in candidates}
+    head = set(head_nodes(onnx.load_from_string(by_name["optimized"].onnx_bytes)))
+    assert head, "the mean-pooling/normalize head was not found"
+    model = onnx.load_from_string(by_name["fp16"].onnx_bytes)
+    assert {i.type.tensor_type.elem_type for i in model.graph.output} == {onnx.TensorProto.FLOAT}
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    produced = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type in ("LayerNormalization", "SkipLayerNormalization") or node.name in head:
+            for name in node.input:
+                src = produced.get(name)
+                assert src is None or src.op_type != "Cast" or \
+                    next(a.i for a in src.attribute if a.name == "to") != onnx.TensorProto.FLOAT16, node.name
+
+
+# -- real model: the fidelity gates on real text --------------------------------------------------------
+def english_texts(records: list[dict], n: int) -> list[str]:
+    """``n`` distinct English fortunes, spread over the corpus (deterministic)."""
+    pool = sorted({r["text"] for r in records if r["lang"] == "en" and r["text"].strip()})
+    return pool[::max(1, len(pool) // n)][:n]
+
+
+@pytest.mark.slow
+def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, tmp_path):
+    from embedrt_export import optimize, variants
+
+    artifact = tmp_path / "minilm"
+    shutil.copytree(exported("all-MiniLM-L6-v2")[0], artifact)  # the exported artifact is shared
+    reference = reference_model("all-MiniLM-L6-v2")
+    facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
+    candidates = variants.build_text_variants((artifact / "text" / "model.onnx").read_bytes(), facts)
+    _add_variants(artifact, candidates)
+    # 1,200 English texts: 200 queries against 1,000, plus 100 multilingual ones for max 1-cos.
+    texts = english_texts(fortunes, 1200)
+    texts += [r["text"] for r in fortunes if r["lang"] != "en"][::800][:100]
+    ref = reference.encode(texts, batch_size=32, convert_to_numpy=True)
+    missed = {}
+    for candidate in candidates:
+        figures = variants.measure(ref, embedrt.SentenceTransformer(artifact, variant=candidate.name, threads=2),
+                                   texts)
+        print(f"\n{candidate.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+        if candidate.gate.failures(figures):
+            missed[candidate.name] = candidate.gate.failures(figures)
+    assert not missed, missed
+
+
+def test_identical_graphs_share_a_file_and_removal_keeps_shared_files(twin_with_variants):
+    from embedrt_export import variants
+
+    artifact, _, candidates = twin_with_variants
+    by_name = {c.name: c for c in candidates}
+    assert by_name["int8_arm64"].file == by_name["int8_avx512_vnni"].file
+    assert len({c.file for c in candidates}) == len(candidates) - 1
+    manifest = Artifact(artifact).manifest
+    shared = by_name["int8_arm64"].file
+    after = variants.without_variant(manifest, "int8_arm64")
+    assert "int8_arm64" not in after.towers["text"].variants and shared in after.files
+    after = variants.without_variant(after, "int8_avx512_vnni")
+    assert shared not in after.files and "text/model.onnx" in after.files
+
+
+def test_export_writes_gated_variants_and_runtime_picks_a_safe_one(model_path, corpus_1000, tmp_path):
+    """Through export(): each variant measured on real text, gated, recorded; int8 that is not
+    batch-invariant is written (named on request) but never picked automatically."""
+    import embedrt
+    from embedrt_export import export
+    from embedrt_export.variants import GATES
+
+    said: list[str] = []
+    manifest = export(model_path("all-MiniLM-L6-v2"), tmp_path / "a", variants=["optimized", "int8_avx512_vnni"],
+                      fidelity_texts=corpus_1000[:400], log=said.append)
+    variants = manifest.towers["text"].variants
+    assert variants["optimized"].parity["max_one_minus_cos"] <= 1e-6
+    for name in ("optimized", "int8_avx512_vnni"):
+        if name in variants:
+            assert not GATES[name].failures(variants[name].parity)
+        else:
+            assert any(line.startswith(f"variant {name} not written") for line in said), said
+    assert embedrt.SentenceTransformer(tmp_path / "a").variant == "optimized"
