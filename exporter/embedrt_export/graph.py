@@ -6,8 +6,10 @@ the very code the reference uses; there is no re-implementation of pooling to dr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +42,22 @@ def graph_inputs(model: Any) -> tuple[str, ...]:
     return tuple(n for n in TEXT_INPUTS if n in names)
 
 
+@contextlib.contextmanager
+def _eager_attention(model: Any) -> Iterator[None]:
+    """Trace attention as MatMul/Softmax: ORT's Attention fusion matches that pattern, not SDPA's
+    (whose IsNaN/Where guards block it), and the dynamic int8 graph of an eager trace runs ~1.5× faster."""
+    auto_model = getattr(model[0], "auto_model", None)
+    previous = getattr(getattr(auto_model, "config", None), "_attn_implementation", "eager")
+    if previous == "eager":  # MPNet supports only eager and warns on set_attn_implementation
+        yield
+        return
+    auto_model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        auto_model.set_attn_implementation(previous)
+
+
 def export_text_graph(model: Any) -> TextGraph:
     """Export ``model`` with dynamic batch and sequence axes; outputs sentence and token embeddings."""
     import torch
@@ -62,7 +80,7 @@ def export_text_graph(model: Any) -> TextGraph:
     dynamic["sentence_embedding"] = {0: "batch"}
     dynamic["token_embeddings"] = {0: "batch", 1: "sequence"}
     buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _eager_attention(model):
         # The TorchScript exporter is deprecated but stable and exact for these graphs; its
         # tracer warnings are about shape-dependent Python branches that are constant here.
         warnings.simplefilter("ignore")
