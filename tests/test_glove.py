@@ -103,7 +103,6 @@ def test_whitespace_tokenizer_ids_match_sentence_transformers(glove_pair, fortun
     assert not mismatches, f"{len(mismatches)} texts differ, first: {mismatches[0][:200]!r}"
     # The sample is not degenerate: many words kept, yet stop words and unknown words do get dropped.
     assert sum(lengths) > 50_000 and 0 < lengths.count(0) < len(texts) // 2
-    assert ours.tokenizer.token_count(texts[0]) == len(expected[0])
 
 
 def test_truncation_matches_sentence_transformers(glove_pair, corpus_1000):

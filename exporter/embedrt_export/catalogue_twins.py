@@ -20,7 +20,6 @@ from .export import export
 HIDDEN = 32
 WORD_DIM = 16
 CLIP_DIM = 24
-_TRANSFORMER_FAMILIES = {"bert", "distilbert", "roberta", "xlm-roberta", "mpnet"}
 
 
 def _scaled_dense(entry: Entry) -> tuple[Dense, ...]:

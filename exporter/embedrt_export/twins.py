@@ -58,7 +58,6 @@ __all__ = [
     "HeadSpec",
     "TwinAssets",
     "build_clip_twin",
-    "build_matrix",
     "build_twin",
     "clip_bpe_vocab",
     "default_assets",
@@ -434,31 +433,6 @@ def build_twin(
         cfg_path.write_text(json.dumps(cfg, indent=4), encoding="utf-8")
     (out / TWIN_RECIPE_FILE).write_text(json.dumps(recipe, indent=2, sort_keys=True), encoding="utf-8")
     return out
-
-
-def build_matrix(
-    root: str | os.PathLike[str],
-    assets: TwinAssets | Mapping[str, str | os.PathLike[str] | None],
-    *,
-    names: list[str] | None = None,
-    skip_unavailable: bool = True,
-    **kwargs: Any,
-) -> dict[str, Path]:
-    """Build (or reuse) every :data:`TWIN_MATRIX` twin as ``root/<id>``; returns ``{id: path}``.
-
-    Twins whose assets are missing are skipped when ``skip_unavailable``; ``kwargs`` go to
-    :func:`build_twin` (``reuse`` defaults to True here so a session-scoped fixture is cheap).
-    """
-    if not isinstance(assets, TwinAssets):
-        assets = TwinAssets.from_mapping(assets)
-    kwargs.setdefault("reuse", True)
-    built: dict[str, Path] = {}
-    for name in names if names is not None else list(TWIN_MATRIX):
-        family, head = TWIN_MATRIX[name]
-        if skip_unavailable and not assets.available(family):
-            continue
-        built[name] = build_twin(Path(root) / name, family, head, assets, **kwargs)
-    return built
 
 
 # --------------------------------------------------------------------------------------------------

@@ -123,19 +123,6 @@ def with_variant(manifest: Manifest, candidate: Candidate, parity: Mapping[str, 
     return replace(manifest, towers=towers, files=files)
 
 
-def without_variant(manifest: Manifest, name: str, tower: str = "text") -> Manifest:
-    """``manifest`` without variant ``name``, and without its file entry unless another variant uses it.
-
-    Deleting the file is the caller's: delete it when it is no longer in the result's ``files``.
-    """
-    variants = dict(manifest.towers[tower].variants)
-    removed = variants.pop(name)
-    towers = {**manifest.towers, tower: replace(manifest.towers[tower], variants=variants)}
-    used = {v.file for t in towers.values() for v in t.variants.values()} | {manifest.tokenizer.file}
-    files = {k: v for k, v in manifest.files.items() if k != removed.file or k in used}
-    return replace(manifest, towers=towers, files=files)
-
-
 def _ranks(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), dtype=np.float64)
     ranks[np.argsort(values, kind="stable")] = np.arange(len(values))

@@ -69,10 +69,6 @@ class TextTokenizer:
             type_ids=[np.asarray(e.type_ids, dtype=np.int64) for e in encodings],
         )
 
-    def token_count(self, text: str) -> int:
-        """Number of tokens a text becomes after truncation."""
-        return len(self._tokenizer.encode(text).ids)
-
 
 def load_tokenizer(spec: TokenizerSpec, data: bytes) -> TextTokenizer | WhitespaceTokenizer:
     """Build the tokenizer an artifact's manifest describes, from the verified file bytes."""

@@ -118,10 +118,6 @@ class WhitespaceTokenizer:
             ids.append(np.asarray(self.tokenize(text)[:self._max_seq_length], dtype=np.int64))
         return Encoded(ids=ids, type_ids=[np.zeros_like(x) for x in ids])
 
-    def token_count(self, text: str) -> int:
-        """Number of ids a text becomes after truncation."""
-        return len(self.encode([text]).ids[0])
-
 
 def _string_list(config: dict[str, Any], key: str, origin: str) -> list[str]:
     value = config.get(key)
