@@ -388,12 +388,8 @@ def build_twin(
         "similarity_fn_name": similarity_fn_name,
         "legacy_sbert_config": legacy_sbert_config,
     }
-    if out.exists() and any(out.iterdir()):
-        if reuse and _read_recipe(out) == recipe:
-            return out
-        if not (overwrite or reuse):
-            raise FileExistsError(f"{out} is not empty (pass overwrite=True or reuse=True)")
-        shutil.rmtree(out)
+    if _reusable(out, recipe, reuse, overwrite):
+        return out
 
     import torch
     from transformers.utils import logging as hf_logging
@@ -475,6 +471,18 @@ def _fingerprint(path: Path | None) -> str | None:
         return None
     st = path.stat()
     return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+
+
+def _reusable(out: Path, recipe: dict[str, Any], reuse: bool, overwrite: bool) -> bool:
+    """True when ``out`` already holds a twin built from ``recipe`` and ``reuse`` allows it; otherwise
+    clear a non-empty ``out`` (only with ``overwrite`` or ``reuse``) and return False."""
+    if out.exists() and any(out.iterdir()):
+        if reuse and _read_recipe(out) == recipe:
+            return True
+        if not (overwrite or reuse):
+            raise FileExistsError(f"{out} is not empty (pass overwrite=True or reuse=True)")
+        shutil.rmtree(out)
+    return False
 
 
 def _read_recipe(out: Path) -> dict[str, Any] | None:
@@ -842,12 +850,8 @@ def build_clip_twin(
     recipe = {"recipe_version": _CLIP_RECIPE_VERSION, "family": "clip", "bpe": _fingerprint(bpe), "seed": seed,
               "hidden": hidden, "layers": layers, "heads": heads, "projection_dim": projection_dim,
               "legacy_layout": legacy_layout}
-    if out.exists() and any(out.iterdir()):
-        if reuse and _read_recipe(out) == recipe:
-            return out
-        if not (overwrite or reuse):
-            raise FileExistsError(f"{out} is not empty (pass overwrite=True or reuse=True)")
-        shutil.rmtree(out)
+    if _reusable(out, recipe, reuse, overwrite):
+        return out
 
     import torch
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
