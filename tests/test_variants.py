@@ -1,4 +1,4 @@
-"""Graph variants (optimized, fp16, int8 per ISA, blockwise int8): build, load, meet their gates; ISA choice."""
+"""Graph variants (optimized, fp16, int8 per ISA, row-wise and blockwise int8): build, load, meet gates; ISA choice."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ AVX2_CPUINFO = "flags\t\t: sse4_2 avx avx2 fma avx_vnni\n"
 SSE_CPUINFO = "flags\t\t: fpu sse sse2 sse4_2\n"
 ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimddp\n"
 
-ALL = ["fp32", "optimized", "fp16", "int8_blockwise", "int8_avx2", "int8_avx512", "int8_avx512_vnni", "int8_arm64"]
+ALL = ["fp32", "optimized", "fp16", "int8_rowwise", "int8_blockwise", "int8_avx2", "int8_avx512", "int8_avx512_vnni",
+       "int8_arm64"]
+CALIBRATION = ["A man is eating food.", "Ein Mann isst Brot.", "short", "", "a much longer sentence " * 9,
+               "The quick brown fox jumps over the lazy dog."] * 6
 
 
 # -- ISA detection and variant choice ----------------------------------------------------------------
@@ -52,13 +55,18 @@ def test_detect_isa_on_this_host_is_a_known_value():
 
 
 @pytest.mark.parametrize(("cpu_isa", "available", "expected"), [
-    ("avx512_vnni", ALL, "int8_avx512_vnni"),
+    ("avx512_vnni", ALL, "int8_rowwise"),
+    ("arm64", ALL, "int8_rowwise"),
+    # u8 activations x s8 weights saturate in vpmaddubsw: row-wise int8 needs VNNI (or Arm).
+    ("avx512", ["fp32", "int8_rowwise"], "fp32"),
+    ("avx2", ["fp32", "int8_rowwise"], "fp32"),
+    ("avx512_vnni", ALL[:3] + ALL[4:], "int8_avx512_vnni"),
     ("avx512_vnni", ["fp32", "optimized", "int8_avx2"], "int8_avx2"),
     ("avx512", ALL, "int8_avx512"),
     ("avx2", ALL, "int8_avx2"),
     # s8-weight graphs are never chosen for an AVX2-only CPU (vpmaddubsw saturation).
     ("avx2", ["fp32", "optimized", "int8_avx512_vnni", "int8_arm64"], "fp32"),
-    ("arm64", ALL, "int8_arm64"),
+    ("arm64", ["fp32", "int8_arm64"], "int8_arm64"),
     ("arm64", ["fp32", "int8_avx2"], "fp32"),
     (None, ALL, "fp32"),  # the pre-fused graph is not faster on CPU
     ("avx512_vnni", ["fp32", "int8_blockwise", "fp16"], "fp32"),  # neither is an automatic CPU choice
@@ -135,7 +143,8 @@ def twin_with_variants(twin_assets, tmp_path_factory):
     export(src, root / "artifact")
     reference = graph.load_sentence_transformer(str(src))
     facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
-    candidates = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts)
+    candidates = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
+                                              calibration_feeds=graph.calibration_feeds(reference, CALIBRATION))
     _add_variants(root / "artifact", candidates)
     return root / "artifact", reference, candidates
 
@@ -153,6 +162,16 @@ def test_twin_variants_build_load_and_run(twin_with_variants):
         assert got.shape == ref.shape and got.dtype == np.float32, candidate.name
         cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
         assert cos.min() > 0.95, (candidate.name, cos)
+
+
+def test_exported_graph_has_no_softmax_guards_or_repeated_masks(twin_with_variants):
+    """simplify(): the eager trace's per-layer NaN guards and mask copies are gone from the fp32 graph."""
+    import onnx
+
+    artifact, _, _ = twin_with_variants
+    ops = [n.op_type for n in onnx.load(str(artifact / "text" / "model.onnx")).graph.node]
+    # Two Wheres are left: one builds the boolean padding mask, one makes it additive for every layer.
+    assert ops.count("Softmax") >= 2 and "IsNaN" not in ops and ops.count("Where") <= 2
 
 
 def test_twin_optimized_keeps_fp32_parity_and_fuses(twin_with_variants):
@@ -174,6 +193,94 @@ def test_twin_blockwise_int8_is_batch_invariant(twin_with_variants):
     texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(32)]
     alone = np.stack([model.encode([t], batch_size=1)[0] for t in texts])
     assert float(one_minus_cos(alone, model.encode(texts, batch_size=32)).max()) <= 1e-4
+
+
+def test_twin_rowwise_int8_is_batch_invariant(twin_with_variants):
+    """Per-row scales: only float32 rounding in the fp32 parts can differ with the batch (dynamic
+    int8 moves ~1e-2 here)."""
+    from embedrt_export.verify import one_minus_cos
+
+    artifact, _, _ = twin_with_variants
+    model = embedrt.SentenceTransformer(artifact, variant="int8_rowwise", threads=1)
+    texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(32)]
+    alone = np.stack([model.encode([t], batch_size=1)[0] for t in texts])
+    for batch_size in (32, 7):
+        assert float(one_minus_cos(alone, model.encode(texts, batch_size=batch_size)).max()) <= 1e-6
+
+
+def test_rowwise_quantizes_the_encoder_once_per_input(twin_with_variants):
+    """Every encoder MatMul becomes MatMulIntegerToFloat (Q, K and V share one quantizer); the head's
+    Dense stays fp32; the widest 1% of input channels (at least none) run in fp32 beside it."""
+    import onnx
+    from embedrt_export import rowwise
+    from embedrt_export.optimize import head_nodes
+
+    artifact, _, candidates = twin_with_variants
+    fp32 = onnx.load(str(artifact / "text" / "model.onnx"))
+    initializers = {i.name for i in fp32.graph.initializer}
+    head = set(head_nodes(fp32))
+    linear = [n for n in fp32.graph.node if n.op_type == "MatMul" and n.input[1] in initializers and n.name not in head]
+    groups = rowwise.linear_groups(fp32)
+    assert sum(len(g.matmuls) for g in groups) == len(linear) and len(groups) < len(linear)
+    int8 = onnx.load_from_string(next(c for c in candidates if c.name == "int8_rowwise").onnx_bytes).graph
+    ops = [n.op_type for n in int8.node]
+    assert ops.count("MatMulIntegerToFloat") == len(linear)
+    assert ops.count("QuantizeLinear") == len(groups)
+    float_parts = [n for n in int8.node if n.name.endswith("/float_part")]
+    assert len(float_parts) == sum(len(g.matmuls) for g in groups if int(0.01 * g.channels) > 0)
+
+
+def test_rowwise_outlier_channels_run_in_fp32_and_rows_quantize_alone():
+    """A synthetic linear layer whose input has one huge channel: that channel is computed in fp32,
+    the rest in int8 with per-row scales, and each row's result does not depend on the others."""
+    import onnxruntime as ort
+    from embedrt_export import rowwise
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    k, n = 200, 48
+    weight = rng.normal(size=(k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="linear")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", k]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", n])], [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+    def batch(rows):
+        x = rng.normal(size=(rows, 5, k)).astype(np.float32)
+        x[..., 7] *= 300.0  # the outlier channel
+        return {"x": x, "attention_mask": np.ones((rows, 5), np.int64)}
+
+    groups = rowwise.linear_groups(model)
+    calibration = rowwise.calibrate(model, groups, [batch(4) for _ in range(3)])
+    assert 7 in calibration.float_channels[0] and len(calibration.float_channels[0]) == 2
+    int8 = rowwise.rewrite(model, groups, calibration)
+    session = ort.InferenceSession(int8.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = batch(6)
+    got = session.run(None, feed)[0]
+    exact = feed["x"] @ weight
+    assert np.abs(got - exact).max() / np.abs(exact).max() < 0.02
+    mask = feed["attention_mask"][:1]
+    alone = np.concatenate([session.run(None, {"x": feed["x"][i:i + 1], "attention_mask": mask})[0] for i in range(6)])
+    np.testing.assert_array_equal(alone, got)
+
+
+def test_rowwise_needs_calibration_text():
+    from embedrt_export import rowwise
+
+    with pytest.raises(ValueError, match="calibration"):
+        rowwise.calibrate(None, [], [])
+
+
+def test_rowwise_zero_point_fits_the_rows():
+    from embedrt_export.rowwise import _zero_point
+
+    rng = np.random.default_rng(0)
+    symmetric = rng.normal(size=(500, 64))
+    assert 118 <= _zero_point(symmetric.min(1), symmetric.max(1)) <= 138
+    gelu_like = np.maximum(rng.normal(size=(500, 64)) * 3, -0.17)  # GELU's floor is about -0.17
+    assert _zero_point(np.minimum(gelu_like.min(1), 0), gelu_like.max(1)) < 40
 
 
 def test_fp16_keeps_head_and_io_in_float32(twin_with_variants):
@@ -205,13 +312,17 @@ def english_texts(records: list[dict], n: int) -> list[str]:
 
 @pytest.mark.slow
 def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, tmp_path):
-    from embedrt_export import optimize, variants
+    from embedrt_export import graph, optimize, variants
 
     artifact = tmp_path / "minilm"
     shutil.copytree(exported("all-MiniLM-L6-v2")[0], artifact)  # the exported artifact is shared
     reference = reference_model("all-MiniLM-L6-v2")
     facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
-    candidates = variants.build_text_variants((artifact / "text" / "model.onnx").read_bytes(), facts)
+    # Calibration text for int8_rowwise: English records none of which are measured below.
+    measured = set(english_texts(fortunes, 1200))
+    calibration = [r["text"] for r in fortunes if r["lang"] == "en" and r["text"] not in measured][::5]
+    candidates = variants.build_text_variants((artifact / "text" / "model.onnx").read_bytes(), facts,
+                                              calibration_feeds=graph.calibration_feeds(reference, calibration))
     _add_variants(artifact, candidates)
     # 1,200 English texts (200 queries against 1,000) plus ~80 multilingual ones for max 1-cos.
     texts = english_texts(fortunes, 1200)
@@ -235,23 +346,26 @@ def test_identical_graphs_share_a_file(twin_with_variants):
 
 
 def test_export_writes_gated_variants_and_runtime_picks_a_safe_one(model_path, corpus_1000, tmp_path):
-    """Through export(): each variant measured on real text, gated, recorded; int8 that is not
-    batch-invariant is written (named on request) but never picked automatically."""
+    """Through export(): each variant measured on real text, gated, recorded. int8_rowwise keeps
+    ranking and is batch-invariant, so on a VNNI/Arm CPU it is the default; dynamic int8 is written
+    (named on request) but never picked automatically."""
     import embedrt
     from embedrt_export import export
     from embedrt_export.variants import GATES
 
     said: list[str] = []
-    manifest = export(model_path("all-MiniLM-L6-v2"), tmp_path / "a", variants=["optimized", "int8_avx512_vnni"],
+    manifest = export(model_path("all-MiniLM-L6-v2"), tmp_path / "a",
+                      variants=["optimized", "int8_avx512_vnni", "int8_rowwise"],
                       fidelity_texts=corpus_1000[:400], log=said.append)
     variants = manifest.towers["text"].variants
     assert variants["optimized"].parity["max_one_minus_cos"] <= 1e-6
+    assert "int8_rowwise" in variants, said
+    assert variants["int8_rowwise"].parity["batch_one_minus_cos"] <= 1e-6
     for name in ("optimized", "int8_avx512_vnni"):
         if name in variants:
             assert not GATES[name].failures(variants[name].parity)
         else:
             assert any(line.startswith(f"variant {name} not written") for line in said), said
-    # Dynamic int8 is batch-dependent, so not picked unasked; and on CPU the pre-fused graph is no
-    # faster than fp32 (ORT fuses the plain graph itself), so the CPU default stays fp32.
-    assert embedrt.SentenceTransformer(tmp_path / "a").variant == "fp32"
+    expected = "int8_rowwise" if isa.detect_isa() in ("avx512_vnni", "arm64") else "fp32"
+    assert embedrt.SentenceTransformer(tmp_path / "a").variant == expected
     assert embedrt.SentenceTransformer(tmp_path / "a", variant="optimized").variant == "optimized"

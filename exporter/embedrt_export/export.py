@@ -116,7 +116,8 @@ def _add_variants(manifest: Manifest, staging: Path, model: Any, names: Sequence
     reference = model.encode(list(texts), batch_size=32, convert_to_numpy=True)
     facts = ArchFacts.from_config(model[0].auto_model.config)
     fp32 = (staging / manifest.towers["text"].variants["fp32"].file).read_bytes()
-    for candidate in v.build_text_variants(fp32, facts, names):
+    feeds = graph.calibration_feeds(model, texts) if v.INT8_ROWWISE in names else []
+    for candidate in v.build_text_variants(fp32, facts, names, feeds):
         (staging / candidate.file).write_bytes(candidate.onnx_bytes)
         trial = v.with_variant(manifest, candidate)
         (staging / MANIFEST_NAME).write_text(trial.to_json(), encoding="utf-8")
@@ -142,7 +143,7 @@ def export(src: str | Path, out: str | Path, *, name: str | None = None, overwri
     entry's input kinds (e.g. [title, text] pairs) go into the manifest. Raises :class:`ExportError`
     (and leaves nothing at ``out``) when the runtime's output misses ``max_one_minus_cos`` on the probes.
 
-    ``variants`` (e.g. ``optimized``, ``fp16``, ``int8_blockwise``, ``int8_avx512_vnni``; see
+    ``variants`` (e.g. ``optimized``, ``fp16``, ``int8_rowwise``, ``int8_avx512_vnni``; see
     ``embedrt_export.variants.GATES``) are derived from the verified fp32 graph, measured against
     sentence-transformers on ``fidelity_texts`` (real text, ≥ 32), and written only if they meet their
     gate; a variant that misses is left out and ``log`` says why.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +44,9 @@ def graph_inputs(model: Any) -> tuple[str, ...]:
 
 @contextlib.contextmanager
 def _eager_attention(model: Any) -> Iterator[None]:
-    """Trace attention as MatMul/Softmax: ORT's Attention fusion matches that pattern, not SDPA's
-    (whose IsNaN/Where guards block it), and the dynamic int8 graph of an eager trace runs ~1.5× faster."""
+    """Trace attention as MatMul/Softmax rather than one SDPA call: ORT's fusions and the int8
+    rewrites match that pattern, and the dynamic int8 graph of an eager trace runs ~1.5× faster.
+    The trace's per-layer mask and NaN-guard ``Where`` ops are removed afterwards (``simplify``)."""
     auto_model = getattr(model[0], "auto_model", None)
     previous = getattr(getattr(auto_model, "config", None), "_attn_implementation", "eager")
     if previous == "eager":  # MPNet supports only eager and warns on set_attn_implementation
@@ -59,8 +60,13 @@ def _eager_attention(model: Any) -> Iterator[None]:
 
 
 def export_text_graph(model: Any) -> TextGraph:
-    """Export ``model`` with dynamic batch and sequence axes; outputs sentence and token embeddings."""
+    """Export ``model`` with dynamic batch and sequence axes; outputs sentence and token embeddings.
+
+    The trace is simplified (:func:`embedrt_export.simplify.simplify`) before it is returned.
+    """
     import torch
+
+    from .simplify import simplify
 
     inputs = graph_inputs(model)
 
@@ -87,7 +93,22 @@ def export_text_graph(model: Any) -> TextGraph:
         torch.onnx.export(_Wrapper(model).eval(), args, buffer, input_names=list(inputs),
                           output_names=list(OUTPUTS), dynamic_axes=dynamic, opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
-    return TextGraph(onnx_bytes=buffer.getvalue(), inputs=inputs, outputs=OUTPUTS, opset=OPSET)
+    onnx_bytes, _ = simplify(buffer.getvalue())
+    return TextGraph(onnx_bytes=onnx_bytes, inputs=inputs, outputs=OUTPUTS, opset=OPSET)
+
+
+CALIBRATION_TEXTS = 256
+
+
+def calibration_feeds(model: Any, texts: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
+    """Graph feeds (numpy) for the first :data:`CALIBRATION_TEXTS` of ``texts``, tokenized as the model does."""
+    inputs = graph_inputs(model)
+    head = list(texts)[:CALIBRATION_TEXTS]
+    feeds = []
+    for start in range(0, len(head), batch_size):
+        features = model.preprocess(head[start:start + batch_size])
+        feeds.append({name: features[name].numpy() for name in inputs})
+    return feeds
 
 
 def position_limit(model: Any) -> int | None:

@@ -1,4 +1,4 @@
-"""A text graph's variants (optimized, fp16, int8 per ISA, blockwise int8) and their fidelity gates.
+"""A text graph's variants (optimized, fp16, int8 per ISA, row-wise and blockwise int8) and their fidelity gates.
 
 ``build_text_variants`` turns the verified fp32 graph into candidate graphs; the export writes each
 into the staging artifact, loads it through the runtime, measures it with :func:`measure` against
@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-from embedrt.isa import FP16, INT8_BLOCKWISE, INT8_ISAS, OPTIMIZED, int8_variant
+from embedrt.isa import FP16, INT8_BLOCKWISE, INT8_ISAS, INT8_ROWWISE, OPTIMIZED, int8_variant
 from embedrt.manifest import FileEntry, GraphVariant, Manifest, sha256_bytes
 
-from . import optimize, quantize
+from . import optimize, quantize, rowwise
 from .verify import one_minus_cos
 
 VARIANT_FILE = "text/model.{name}.onnx"
@@ -53,6 +53,7 @@ class Gate:
 GATES: dict[str, Gate] = {
     OPTIMIZED: Gate(max_one_minus_cos=1e-6),
     FP16: Gate(max_one_minus_cos=1e-2, min_spearman=0.999, min_top10_overlap=0.98),
+    INT8_ROWWISE: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
     INT8_BLOCKWISE: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
     **{int8_variant(isa): Gate(min_spearman=0.98, min_top10_overlap=0.80) for isa in INT8_ISAS},
 }
@@ -77,10 +78,12 @@ def _default_opset(onnx_bytes: bytes) -> int:
     return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts,
-                        names: Iterable[str] = DEFAULT_VARIANTS) -> list[Candidate]:
+def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iterable[str] = DEFAULT_VARIANTS,
+                        calibration_feeds: Sequence[Mapping[str, np.ndarray]] = ()) -> list[Candidate]:
     """Build the requested variants of an fp32 text graph.
 
+    ``int8_rowwise`` is calibrated on ``calibration_feeds`` (tokenized batches of real text; its
+    smoothing and zero points come from them), so it needs them.
     ``optimized``, ``fp16`` and ``int8_blockwise`` start from the fused graph (blockwise int8 keeps
     a fused Attention's QKV projection in fp32, which is where its ranking margin comes from);
     the dynamic ``int8_<isa>`` graphs start from the plain fp32 graph.
@@ -97,6 +100,8 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts,
             data = fused.onnx_bytes
         elif name == FP16:
             data = optimize.to_fp16(fused.onnx_bytes)
+        elif name == INT8_ROWWISE:
+            data = rowwise.quantize_rowwise_int8(fp32_onnx, list(calibration_feeds))
         elif name == INT8_BLOCKWISE:
             data = quantize.quantize_blockwise_int8(fused.onnx_bytes)
         else:

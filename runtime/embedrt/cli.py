@@ -130,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="artifact folder to write")
     p.add_argument("--name", help="model name recorded in the manifest (default: folder name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--variants", help="comma-separated graph variants to add, e.g. optimized,fp16,int8_blockwise,"
+    p.add_argument("--variants", help="comma-separated graph variants to add, e.g. optimized,fp16,int8_rowwise,"
                    "int8_avx512_vnni (each written only if it meets its fidelity gate)")
-    p.add_argument("--texts", help="real texts for measuring variants (default: the fetched fortunes corpus)")
+    p.add_argument("--texts", help="real texts for measuring variants and calibrating int8_rowwise (its first "
+                   "256) (default: the fetched fortunes corpus)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("encode", help="embed text lines into a .npy file")
