@@ -1,12 +1,12 @@
 """Speed and fidelity of every graph variant on real English text, against sentence-transformers fp32.
 
-For each model: export the fp32 artifact as ``embedrt export`` does (SDPA trace), trace the same
-model a second time with eager attention (the proposed graph.py change), build every variant from
-the eager graph, then print per variant: sentences/s (2 threads, length-sorted batches of 32; the
-median over interleaved rounds and its ratio to fp32 in the same round), max 1−cos, Spearman of
-2,000 pairwise cosine similarities, top-10 overlap (200 queries vs 1,000 texts) and batch
-invariance (1−cos between a text encoded alone and in a batch of 32). "x best" is the ratio of
-each variant's best round to fp32's best round, the figure least disturbed by other processes.
+For each model: export the fp32 artifact as ``embedrt export`` does, build every variant from its
+graph (``int8_rowwise`` calibrated on 256 English texts that are not measured), then print per
+variant: sentences/s (2 threads, length-sorted batches of 32; the median over interleaved rounds
+and its ratio to fp32 in the same round), max 1−cos, Spearman of 2,000 pairwise cosine
+similarities, top-10 overlap (200 queries vs 1,000 texts) and batch invariance (1−cos between a
+text encoded alone and in a batch of 32). "x best" is the ratio of each variant's best round to
+fp32's best round, the figure least disturbed by other processes.
 
     .venv/bin/python benchmarks/variant_study.py --models all-MiniLM-L6-v2 all-mpnet-base-v2
 
@@ -39,34 +39,17 @@ def english_texts(corpus: Path, n: int) -> list[str]:
     return pool[::max(1, len(pool) // n)][:n]
 
 
-def eager_graph(model: Any) -> bytes:
-    """The fp32 graph traced with eager attention, which ORT's Attention fusion recognises."""
-    from embedrt_export import graph
-
-    auto_model = model[0].auto_model
-    previous = auto_model.config._attn_implementation
-    if previous != "eager":
-        auto_model.set_attn_implementation("eager")
-    try:
-        return graph.export_text_graph(model).onnx_bytes
-    finally:
-        if previous != "eager":
-            auto_model.set_attn_implementation(previous)
-
-
-def build_artifact(source: Path, out: Path) -> list[Any]:
-    """Export ``source`` and add ``fp32_eager`` and every variant (built from the eager trace)."""
+def build_artifact(source: Path, out: Path, calibration_texts: list[str]) -> list[Any]:
+    """Export ``source`` and add every variant, each written into the artifact's manifest."""
     from embedrt.manifest import Artifact
     from embedrt_export import export, graph, optimize, variants
 
     export(source, out, overwrite=True)
     model = graph.load_sentence_transformer(str(source))
-    eager = eager_graph(model)
     facts = optimize.ArchFacts.from_config(model[0].auto_model.config)
     manifest = Artifact(out).manifest
-    base = variants.Candidate(name="fp32_eager", onnx_bytes=eager, opset=graph.OPSET, gate=variants.Gate(),
-                              file=variants.VARIANT_FILE.format(name="fp32_eager"))
-    candidates = [base, *variants.build_text_variants(eager, facts)]
+    candidates = variants.build_text_variants((out / "text" / "model.onnx").read_bytes(), facts,
+                                              calibration_feeds=graph.calibration_feeds(model, calibration_texts))
     for candidate in candidates:
         (out / candidate.file).write_bytes(candidate.onnx_bytes)
         manifest = variants.with_variant(manifest, candidate)
@@ -89,7 +72,8 @@ def sentences_per_second(models: dict[str, Any], texts: list[str], rounds: int) 
     return rates
 
 
-def study(name: str, root: Path, texts: list[str], speed_texts: list[str], rounds: int) -> list[dict[str, Any]]:
+def study(name: str, root: Path, texts: list[str], speed_texts: list[str], rounds: int,
+          calibration_texts: list[str]) -> list[dict[str, Any]]:
     """Measure every variant of model ``name``; returns one row per variant."""
     import embedrt
     from embedrt_export import graph, variants
@@ -97,7 +81,7 @@ def study(name: str, root: Path, texts: list[str], speed_texts: list[str], round
     source = root / "models" / name
     with tempfile.TemporaryDirectory(prefix="variant-study-") as tmp:
         artifact = Path(tmp) / name
-        candidates = build_artifact(source, artifact)
+        candidates = build_artifact(source, artifact, calibration_texts)
         reference = graph.load_sentence_transformer(str(source))
         ref = reference.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
         names = ["fp32", *(c.name for c in candidates)]
@@ -147,9 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.disable(logging.INFO)  # onnxruntime.quantization logs every node it touches
     root = cache_root(args.cache)
     texts = english_texts(root / "corpora" / "fortunes.jsonl", args.texts)
+    calibration = [t for t in english_texts(root / "corpora" / "fortunes.jsonl", args.texts + 256)
+                   if t not in set(texts)][:256]
     rows = []
     for name in args.models:
-        rows += study(name, root, texts, texts[:args.speed_texts], args.rounds)
+        rows += study(name, root, texts, texts[:args.speed_texts], args.rounds, calibration)
         print_table([r for r in rows if r["model"] == name])
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
