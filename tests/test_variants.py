@@ -208,6 +208,19 @@ def test_twin_rowwise_int8_is_batch_invariant(twin_with_variants):
         assert float(one_minus_cos(alone, model.encode(texts, batch_size=batch_size)).max()) <= 1e-6
 
 
+def test_twin_rowwise_int8_eight_threads_match_serial(twin_with_variants):
+    from concurrent.futures import ThreadPoolExecutor
+
+    artifact, _, _ = twin_with_variants
+    model = embedrt.SentenceTransformer(artifact, variant="int8_rowwise", threads=2)
+    chunks = [[f"thread {i} text {j} " + "word " * ((i * j) % 11) for j in range(12)] for i in range(8)]
+    serial = [model.encode(chunk) for chunk in chunks]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(model.encode, chunks))
+    for one, other in zip(serial, parallel):
+        np.testing.assert_array_equal(one, other)
+
+
 def test_rowwise_quantizes_the_encoder_once_per_input(twin_with_variants):
     """Every encoder MatMul becomes MatMulIntegerToFloat (Q, K and V share one quantizer); the head's
     Dense stays fp32; the widest 1% of input channels (at least none) run in fp32 beside it."""
