@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -72,9 +73,8 @@ def linear_groups(model: onnx.ModelProto) -> list[Group]:
             for name, pairs in by_input.items()]
 
 
-def _captured_rows(model: onnx.ModelProto, names: list[str],
-                   feeds: Iterable[Mapping[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
-    """Yield, per calibration batch, each named tensor's rows at real (unpadded) tokens, as (rows, K)."""
+def _probe_session(model: onnx.ModelProto, names: list[str]) -> Any:
+    """A CPU session of ``model`` whose outputs are the tensors ``names``."""
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
@@ -83,7 +83,12 @@ def _captured_rows(model: onnx.ModelProto, names: list[str],
     probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _captured_rows(session: Any, names: list[str],
+                   feeds: Iterable[Mapping[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
+    """Yield, per calibration batch, each named tensor's rows at real (unpadded) tokens, as (rows, K)."""
     for feed in feeds:
         real = np.asarray(feed["attention_mask"]).reshape(-1).astype(bool)
         outputs = session.run(names, dict(feed))
@@ -110,12 +115,13 @@ class Calibration:
 def calibrate(model: onnx.ModelProto, groups: list[Group], feeds: list[Mapping[str, np.ndarray]],
               alpha: float = SMOOTH_ALPHA, float_fraction: float = FLOAT_FRACTION) -> Calibration:
     """Smoothing factors from each input channel's max |x| on ``feeds``, then zero points from the
-    smoothed rows' ranges (two passes over the calibration batches)."""
+    smoothed rows' ranges (two passes of one probe session over the calibration batches)."""
     if not feeds:
         raise ValueError("row-wise int8 needs calibration batches of real text")
     names = sorted({g.input for g in groups})
+    session = _probe_session(model, names)
     absmax = {g.input: np.zeros(g.channels) for g in groups}
-    for rows in _captured_rows(model, names, feeds):
+    for rows in _captured_rows(session, names, feeds):
         for name, x in rows.items():
             absmax[name] = np.maximum(absmax[name], np.abs(x).max(axis=0))
     smooth = []
@@ -128,7 +134,7 @@ def calibrate(model: onnx.ModelProto, groups: list[Group], feeds: list[Mapping[s
                       for i, g in enumerate(groups)]
     lo: list[list[np.ndarray]] = [[] for _ in groups]
     hi: list[list[np.ndarray]] = [[] for _ in groups]
-    for rows in _captured_rows(model, names, feeds):
+    for rows in _captured_rows(session, names, feeds):
         for i, g in enumerate(groups):
             scaled = rows[g.input] / smooth[i]
             scaled[:, float_channels[i]] = 0.0
