@@ -51,6 +51,34 @@ def test_altered_graph_is_refused(copy):
         embedrt.SentenceTransformer(copy)
 
 
+@pytest.mark.parametrize("how", ["replaced", "rewritten"])
+def test_graph_changed_while_loading_is_refused(copy, monkeypatch, how):
+    """The graph is hashed, then ONNX Runtime loads it from its path: a file swapped or rewritten in
+    between is refused by name, not used."""
+    import os
+
+    import embedrt.model
+
+    graph = copy / "text" / "model.onnx"
+    real = embedrt.model.create_session
+
+    def tamper_then_load(path, *args, **kwargs):
+        data = bytearray(graph.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        if how == "replaced":
+            (copy / "swap.onnx").write_bytes(bytes(data))
+            os.replace(copy / "swap.onnx", graph)
+        else:
+            stat = graph.stat()
+            graph.write_bytes(bytes(data))
+            os.utime(graph, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # coarse clocks: force a new mtime
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(embedrt.model, "create_session", tamper_then_load)
+    with pytest.raises(ArtifactError, match=r"model\.onnx: changed while it was being loaded"):
+        embedrt.SentenceTransformer(copy)
+
+
 def test_altered_tokenizer_is_refused(copy):
     tok = copy / "tokenizer.json"
     tok.write_text(tok.read_text().replace('"[UNK]"', '"[UNX]"', 1))

@@ -280,8 +280,8 @@ class ImageEncoder:
         key = variant or tower.default_variant
         if key not in tower.variants:
             raise ValueError(f"variant {key!r} not in the vision tower; available: {sorted(tower.variants)}")
-        graph = artifact.read_verified(tower.variants[key].file)
-        session = create_session(graph, plan or plan_providers(None, None, None), strict=strict)
+        with artifact.verified_file(tower.variants[key].file) as graph:
+            session = create_session(str(graph), plan or plan_providers(None, None, None), strict=strict)
         return cls(session, ImageSpec.from_manifest(manifest.image))
 
     def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:

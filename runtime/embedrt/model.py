@@ -125,7 +125,8 @@ class SentenceTransformer:
             ShapeProfile(max_batch=max_batch_size, opt_seq=min(128, spec.max_seq_length),
                          max_seq=spec.max_seq_length), trt_cache_dir)
         self.device = device or ("cpu" if providers is None else None)
-        session = create_session(self.artifact.read_verified(graph_variant.file), self._plan, strict=strict)
+        with self.artifact.verified_file(graph_variant.file) as graph_path:
+            session = create_session(str(graph_path), self._plan, strict=strict)
         on_gpu = session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         if max_batch_tokens is None and not on_gpu:
             max_batch_tokens = CPU_MAX_BATCH_TOKENS

@@ -145,8 +145,8 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def create_session(model: bytes, plan: SessionPlan, *, strict: bool = False) -> Any:
-    """Create an ORT session for a serialized graph following ``plan``.
+def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False) -> Any:
+    """Create an ORT session for the graph file ``model_path`` following ``plan``.
 
     Providers ORT does not have are dropped with a warning naming them (``strict`` raises),
     and the session's active providers are checked against the first requested one.
@@ -179,7 +179,7 @@ def create_session(model: bytes, plan: SessionPlan, *, strict: bool = False) -> 
     if strict and plan.on_gpu:
         # ORT's own guarantee that no node silently runs on the CPU instead of the GPU.
         options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-    session = ort.InferenceSession(model, sess_options=options, providers=usable)
+    session = ort.InferenceSession(model_path, sess_options=options, providers=usable)
     active = session.get_providers()
     if first not in active:
         message = f"requested {first} but ONNX Runtime activated {active}"
