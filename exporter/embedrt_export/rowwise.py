@@ -15,7 +15,7 @@ rewrite builds it from standard ops around ``com.microsoft.MatMulIntegerToFloat`
   skewed GELU outputs. Each row's scale then covers its own range around that zero point;
 * **the widest 1% of input channels in fp32** (LLM.int8()'s decomposition): after smoothing, the
   channels whose calibrated range is still the largest are zeroed in the int8 path and multiplied
-  in fp32 by their weight rows (a small Gather + MatMul + Add); top-10 overlap without / with them:
+  in fp32 by their weight rows (a small Gather + Gemm); top-10 overlap without / with them:
   mpnet-base 0.94 / 0.96-0.967, MiniLM-L6 0.94-0.95 / 0.966-0.968;
 * per-output-channel symmetric int8 weights.
 
@@ -153,7 +153,13 @@ def _quantize_weight(w: np.ndarray, smooth: np.ndarray, float_channels: np.ndarr
 
 
 def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibration) -> onnx.ModelProto:
-    """Replace each group's MatMuls with per-row quantization + ``MatMulIntegerToFloat`` (in place)."""
+    """Replace each group's MatMuls with per-row quantization + ``MatMulIntegerToFloat`` (in place).
+
+    A group works on its input flattened to 2-D rows (tokens x channels) and each MatMul's result is
+    reshaped back: QuantizeLinear's per-axis form needs 2-D rows anyway, and the fp32 channels can
+    then be added by one ``Gemm`` (C = the int8 result) instead of a MatMul and an Add. On MiniLM-L6
+    that layout ran 1-4% faster than the 3-D one (three interleaved in-process runs of 4-8 rounds).
+    """
     graph = model.graph
     constants: list[onnx.TensorProto] = []
 
@@ -164,9 +170,11 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
     eps = const(np.array(_EPS, np.float32), "rowwise/eps")
     one = const(np.array(1.0, np.float32), "rowwise/one")
     flat = const(np.array([-1], np.int64), "rowwise/flat")
+    first = const(np.array([0], np.int64), "rowwise/first")
     replaced = {id(node): (i, j) for i, g in enumerate(groups) for j, node in enumerate(g.matmuls)}
     quantized: set[int] = set()
     nodes: list[onnx.NodeProto] = []
+    make = helper.make_node
     for node in graph.node:
         if id(node) not in replaced:
             nodes.append(node)
@@ -177,41 +185,47 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
         if i not in quantized:
             quantized.add(i)
             # x/s per channel, then per row: scale = max(hi/(255-z), -lo/z), q = round(x/scale) + z.
-            x, make = p + "/x", helper.make_node
+            x, rows = p + "/x", p + "/rows_in"
             inv_smooth = 1 / smooth
             inv_smooth[floats] = 0.0
-            if floats.size:
-                nodes.append(make("Gather", [group.input, const(floats.astype(np.int64), p + "/float_channels")],
-                                  [p + "/x_float"], axis=-1))
             nodes += [
-                make("Mul", [group.input, const(inv_smooth, p + "/inv_smooth")], [x]),
+                make("Shape", [group.input], [p + "/in_shape"]),
+                make("Slice", [p + "/in_shape", first, flat], [p + "/lead_dims"]),
+                make("Reshape", [group.input, const(np.array([-1, group.channels], np.int64), p + "/rows_k")], [rows]),
+            ]
+            if floats.size:
+                nodes.append(make("Gather", [rows, const(floats.astype(np.int64), p + "/float_channels")],
+                                  [p + "/x_float"], axis=1))
+            nodes += [
+                make("Mul", [rows, const(inv_smooth, p + "/inv_smooth")], [x]),
                 make("ReduceMax", [x], [p + "/hi"], axes=[-1], keepdims=1),
                 make("ReduceMin", [x], [p + "/lo"], axes=[-1], keepdims=1),
                 make("Div", [p + "/hi", const(np.array(255 - zp, np.float32), p + "/hi_steps")], [p + "/s_hi"]),
                 make("Div", [p + "/lo", const(np.array(-zp, np.float32), p + "/lo_steps")], [p + "/s_lo"]),
                 make("Max", [p + "/s_hi", p + "/s_lo", eps], [p + "/scale"]),
-                # QuantizeLinear's per-axis form wants 2-D rows and 1-D scale/zero point.
+                # QuantizeLinear's per-axis form wants a 1-D scale and zero point.
                 make("Reshape", [p + "/scale", flat], [p + "/scale_1d"]),
-                make("Shape", [p + "/scale_1d"], [p + "/rows"]),
-                make("Expand", [const(np.array(zp, np.uint8), p + "/zp"), p + "/rows"], [p + "/zp_1d"]),
-                make("Reshape", [x, const(np.array([-1, group.channels], np.int64), p + "/rows_k")], [p + "/x_2d"]),
-                make("QuantizeLinear", [p + "/x_2d", p + "/scale_1d", p + "/zp_1d"], [p + "/q_2d"], axis=0),
-                make("Shape", [x], [p + "/x_shape"]),
-                make("Reshape", [p + "/q_2d", p + "/x_shape"], [p + "/q"]),
+                make("Shape", [p + "/scale_1d"], [p + "/n_rows"]),
+                make("Expand", [const(np.array(zp, np.uint8), p + "/zp"), p + "/n_rows"], [p + "/zp_1d"]),
+                make("QuantizeLinear", [x, p + "/scale_1d", p + "/zp_1d"], [p + "/q"], axis=0),
             ]
         weight, w_scale = _quantize_weight(group.weights[j], smooth, floats)
         q = f"{p}/{j}"
-        int8_out = q + "/y_int8" if floats.size else node.output[0]
         nodes += [
-            helper.make_node("MatMulIntegerToFloat",
-                             [p + "/q", const(weight, q + "/w"), one, const(w_scale, q + "/w_scale"), p + "/zp"],
-                             [q + "/y"], domain=MS_DOMAIN, name=q + "/MatMulIntegerToFloat"),
-            helper.make_node("Mul", [q + "/y", p + "/scale"], [int8_out], name=q + "/row_scale"),
+            make("MatMulIntegerToFloat", [p + "/q", const(weight, q + "/w"), one, const(w_scale, q + "/w_scale"), p + "/zp"],
+                 [q + "/y_unscaled"], domain=MS_DOMAIN, name=q + "/MatMulIntegerToFloat"),
+            make("Mul", [q + "/y_unscaled", p + "/scale"], [q + "/y_int8"], name=q + "/row_scale"),
         ]
+        y = q + "/y_int8"
         if floats.size:
             w_float = const(group.weights[j][floats].astype(np.float32), q + "/w_float")
-            nodes += [helper.make_node("MatMul", [p + "/x_float", w_float], [q + "/y_float"], name=q + "/float_part"),
-                      helper.make_node("Add", [int8_out, q + "/y_float"], [node.output[0]], name=q + "/sum")]
+            nodes.append(make("Gemm", [p + "/x_float", w_float, y], [q + "/y"], name=q + "/float_part"))
+            y = q + "/y"
+        nodes += [
+            make("Concat", [p + "/lead_dims", const(np.array([group.weights[j].shape[1]], np.int64), q + "/n")],
+                 [q + "/out_shape"], axis=0),
+            make("Reshape", [y, q + "/out_shape"], [node.output[0]]),
+        ]
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(constants)
