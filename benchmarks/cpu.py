@@ -25,8 +25,9 @@ of paths runs ``--repeats`` times in rotated order, so background load hits ever
 report gives medians, and ratios to sentence-transformers torch taken within each cycle. Fidelity
 against sentence-transformers torch on the same texts: max 1−cos, Spearman of 2,000 fixed random
 pairs' cosine similarities, top-10 overlap of a semantic search (first 200 texts as queries). The
-machine's fp32 GEMM rate (numpy, measured each cycle) turns the corpus' transformer FLOPs (sorted
-batches of 32, padded) into a ceiling time; each path is reported as a fraction of it.
+machine's fp32 GEMM rate (the faster of numpy and ONNX Runtime's MLAS, measured each cycle) turns the
+corpus' transformer FLOPs (sorted batches of 32, padded) into a ceiling time; each path is reported as
+a fraction of it.
 
 Writes ``<out>/cpu-<model>.md`` (also printed), ``.json`` and ``.png``; default ``<out>`` is
 ``benchmarks/results``. Exit status 1 if a path that is present failed.
@@ -324,19 +325,22 @@ def run_worker(python: str, mode: str, spec: dict[str, Any], work: Path, tag: st
     return json.loads(Path(spec["result"]).read_text(encoding="utf-8"))
 
 
-def gemm_probes(threads: int) -> list[tuple[str, tuple[str, ...], int]]:
-    """(label, environment variables to drop, BLAS threads) of each GEMM probe.
+def gemm_probes(threads: int) -> list[tuple[str, tuple[str, ...], int, str]]:
+    """(label, environment variables to drop, threads, backend) of each GEMM probe.
 
     numpy as this environment runs it and, where OPENBLAS_* are set (they pin an older kernel on some
-    CPUs, see the env README), without them; both at ``threads``. Plus one thread without them: when
-    ``threads`` threads are not clearly faster than one, the cores were shared while this ran.
+    CPUs, see the env README), without them; ONNX Runtime's own MLAS MatMul (what the graphs run);
+    all at ``threads``. Plus numpy on one thread: when ``threads`` threads are not clearly faster than
+    one, the cores were shared while this ran. The ceiling takes the fastest probe at ``threads``.
     """
     unset = OPENBLAS_VARS if any(v in os.environ for v in OPENBLAS_VARS) else ()
-    probes = [(f"numpy as is, {threads} threads", (), threads)]
+    probes = [(f"numpy as is, {threads} threads", (), threads, "numpy")]
     if unset:
-        probes.append((f"numpy, OPENBLAS_CORETYPE/L2_SIZE unset, {threads} threads", unset, threads))
+        probes.append((f"numpy, OPENBLAS_CORETYPE/L2_SIZE unset, {threads} threads", unset, threads, "numpy"))
+    probes.append((f"onnxruntime MLAS, {threads} threads", (), threads, "onnxruntime"))
     if threads > 1:
-        probes.append(("numpy" + (", OPENBLAS_CORETYPE/L2_SIZE unset" if unset else "") + ", 1 thread", unset, 1))
+        probes.append(("numpy" + (", OPENBLAS_CORETYPE/L2_SIZE unset" if unset else "") + ", 1 thread", unset, 1,
+                       "numpy"))
     return probes
 
 
@@ -344,11 +348,11 @@ def run_cycles(rows: list[Contender], texts_file: Path, warmup: list[int], gemm_
                args: argparse.Namespace, work: Path) -> dict[str, list[dict[str, Any]]]:
     """``args.repeats`` cycles; each runs the GEMM probes, then every path in a fresh process, order rotated."""
     probes = gemm_probes(args.threads)
-    gemm: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in probes}
+    gemm: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _, _ in probes}
     for cycle in range(args.repeats):
-        for n, (label, drop, threads) in enumerate(probes):
-            gemm[label].append(run_worker(sys.executable, "gemm", {**gemm_spec, "threads": threads}, work,
-                                          f"gemm-{cycle}-{n}", args.timeout_s, drop))
+        for n, (label, drop, threads, backend) in enumerate(probes):
+            gemm[label].append(run_worker(sys.executable, "gemm", {**gemm_spec, "threads": threads, "backend": backend},
+                                          work, f"gemm-{cycle}-{n}", args.timeout_s, drop))
         live = [r for r in rows if r.status == "pending"]
         shift = cycle % max(1, len(live))
         for row in live[shift:] + live[:shift]:
@@ -475,7 +479,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{flops['attention_flops'] / 1e9:,.1f} attention; {flops['padded_tokens']:,} padded tokens for "
         f"{flops['real_tokens']:,} real), at {fmt(result['ceiling']['gflops'])} GFLOP/s "
         f"({result['ceiling']['source']}) = {result['ceiling']['seconds']:.3g} s. int8 paths can pass 100%.",
-        "- numpy fp32 GEMM at the model's layer shapes (m×k×n: "
+        "- fp32 GEMM (numpy; ONNX Runtime's MLAS MatMul with a constant weight) at the model's layer shapes (m×k×n: "
         f"{', '.join('×'.join(map(str, sh)) for sh in result['gemm_shapes'])}); the ceiling is the best at "
         f"{env['threads']} threads:",
         *gemm_rows,

@@ -138,34 +138,68 @@ def run_encode(spec: dict[str, Any], t0: float) -> dict[str, Any]:
 
 # -- GEMM -------------------------------------------------------------------------------------------
 
-def run_gemm(spec: dict[str, Any]) -> dict[str, Any]:
-    """fp32 GFLOP/s of numpy matmul at ``spec["shapes"]`` ([m, k, n] each) with ``spec["threads"]`` BLAS threads.
+def _time_shape(run: Callable[[], Any], m: int, k: int, n: int, min_s: float) -> dict[str, Any]:
+    """Median time of ``run`` (one m×k×n GEMM) over at least ``min_s`` after one warm-up."""
+    run()
+    samples: list[float] = []
+    deadline = time.perf_counter() + min_s
+    while len(samples) < 3 or time.perf_counter() < deadline:
+        begin = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - begin)
+    return {"m": m, "k": k, "n": n, "median_s": statistics.median(samples),
+            "gflops": 2 * m * k * n / statistics.median(samples) / 1e9, "samples": len(samples)}
 
-    Each shape is timed for at least ``spec["min_s"]`` after one warm-up; its rate is the median of
-    its samples. The overall rate weighs the shapes by their FLOPs (total FLOPs / total median time),
-    as one transformer layer does.
+
+def _ort_matmul(b: np.ndarray, threads: int) -> Any:
+    """An ONNX Runtime session of one MatMul with ``b`` as a constant weight, as in an exported graph."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["m", b.shape[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", b.shape[1]])],
+                              [numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def run_gemm(spec: dict[str, Any]) -> dict[str, Any]:
+    """fp32 GFLOP/s of one GEMM backend at ``spec["shapes"]`` ([m, k, n] each) on ``spec["threads"]`` threads.
+
+    ``spec["backend"]`` is ``numpy`` (its BLAS) or ``onnxruntime`` (MLAS, through a one-MatMul graph
+    with a constant weight, the way the exported graphs run their linear layers). Each shape is timed
+    for at least ``spec["min_s"]`` after one warm-up; its rate is the median of its samples. The
+    overall rate weighs the shapes by their FLOPs (total FLOPs / total median time), as one
+    transformer layer does.
     """
     from threadpoolctl import threadpool_info, threadpool_limits
 
     rng = np.random.default_rng(0)
     shapes = []
     with threadpool_limits(limits=spec["threads"], user_api="blas"):
-        blas = [{k: info.get(k) for k in ("internal_api", "version", "architecture", "threading_layer",
-                                           "num_threads", "filepath")}
-                for info in threadpool_info() if info.get("user_api") == "blas"]
+        if spec.get("backend", "numpy") == "onnxruntime":
+            import onnxruntime as ort
+
+            blas = [{"internal_api": "onnxruntime MLAS", "version": ort.__version__,
+                     "architecture": "MatMul, constant weight", "num_threads": spec["threads"]}]
+        else:
+            blas = [{k: info.get(k) for k in ("internal_api", "version", "architecture", "threading_layer",
+                                               "num_threads", "filepath")}
+                    for info in threadpool_info() if info.get("user_api") == "blas"]
         for m, k, n in spec["shapes"]:
             a = rng.standard_normal((m, k), dtype=np.float32)
             b = rng.standard_normal((k, n), dtype=np.float32)
-            out = np.empty((m, n), dtype=np.float32)
-            np.matmul(a, b, out=out)
-            samples: list[float] = []
-            deadline = time.perf_counter() + spec["min_s"]
-            while len(samples) < 3 or time.perf_counter() < deadline:
-                begin = time.perf_counter()
-                np.matmul(a, b, out=out)
-                samples.append(time.perf_counter() - begin)
-            shapes.append({"m": m, "k": k, "n": n, "median_s": statistics.median(samples),
-                           "gflops": 2 * m * k * n / statistics.median(samples) / 1e9, "samples": len(samples)})
+            if spec.get("backend", "numpy") == "onnxruntime":
+                session = _ort_matmul(b, spec["threads"])
+                shapes.append(_time_shape(lambda: session.run(None, {"a": a}), m, k, n, spec["min_s"]))
+            else:
+                out = np.empty((m, n), dtype=np.float32)
+                shapes.append(_time_shape(lambda: np.matmul(a, b, out=out), m, k, n, spec["min_s"]))
     flops = sum(2 * s["m"] * s["k"] * s["n"] for s in shapes)
     return {"gflops": flops / sum(s["median_s"] for s in shapes) / 1e9, "shapes": shapes, "blas": blas,
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
