@@ -1,4 +1,5 @@
-"""Provider choice, GPU option building, bucketing and IO binding — on real CPU sessions, no GPU faked."""
+"""Provider choice, GPU option building, bucketing and IO binding — on real CPU sessions; no GPU is faked,
+only (in one test) the provider a session reports."""
 
 from __future__ import annotations
 
@@ -68,6 +69,42 @@ def test_missing_gpu_provider_warns_and_says_what_runs(minilm_artifact, caplog):
 def test_strict_refuses_instead_of_falling_back(minilm_artifact, device):
     with pytest.raises(ProviderUnavailableError, match="not available"):
         embedrt.SentenceTransformer(minilm_artifact, device=device, strict=True)
+
+
+def test_tensorrt_profile_reaches_the_position_limit(minilm_artifact):
+    """max_seq_length raised after load (256 -> 512, MiniLM's position limit) stays inside the
+    TensorRT engine's profile, which is built for the position limit, not the default length."""
+    model = embedrt.SentenceTransformer(minilm_artifact, device="tensorrt")  # falls back to CPU here, with a warning
+    options = model._plan.requested[0][1]
+    assert model.max_seq_length == 256 and model.tokenizer.model_max_length == 512
+    assert options["trt_profile_max_shapes"].endswith("x512") and "x128" in options["trt_profile_opt_shapes"]
+
+
+def test_max_seq_length_past_the_tensorrt_profile_is_refused(minilm_artifact, tmp_path, monkeypatch):
+    """Without a known position limit the profile ends at max_seq_length: going past it on an active
+    TensorRT session is a ValueError at the setter, not an ONNX Runtime error at the next encode."""
+    import json
+    import shutil
+
+    import embedrt.model
+
+    copy = tmp_path / "artifact"
+    shutil.copytree(minilm_artifact, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["tokenizer"]["model_max_length"] = None
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    real = embedrt.model.create_session
+
+    class ReportsTensorRT(_SpySession):
+        def get_providers(self):
+            return ["TensorrtExecutionProvider", "CPUExecutionProvider"]
+
+    monkeypatch.setattr(embedrt.model, "create_session", lambda *a, **k: ReportsTensorRT(real(*a, **k)))
+    model = embedrt.SentenceTransformer(copy, device="tensorrt")
+    model.max_seq_length = 128
+    with pytest.raises(ValueError, match="max_seq_length 300 exceeds 256, the longest sequence this model's TensorRT"):
+        model.max_seq_length = 300
+    assert model.max_seq_length == 128
 
 
 class _SpySession:

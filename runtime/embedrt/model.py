@@ -120,14 +120,17 @@ class SentenceTransformer:
         self.tokenizer = load_tokenizer(spec, self.artifact.read_verified(spec.file))
         graph_variant = tower.variants[self.variant]
         buckets = default_buckets(spec.max_seq_length) if plan.on_gpu else None
-        self._plan = specialize(
-            plan, self.manifest.files[graph_variant.file].sha256, graph_variant.inputs,
-            ShapeProfile(max_batch=max_batch_size, opt_seq=min(128, spec.max_seq_length),
-                         max_seq=spec.max_seq_length), trt_cache_dir)
+        # TensorRT's profile reaches the position limit, so raising max_seq_length after load (as
+        # sentence-transformers users do) stays inside the engine that was built.
+        profile = ShapeProfile(max_batch=max_batch_size, opt_seq=min(128, spec.max_seq_length),
+                               max_seq=spec.model_max_length or spec.max_seq_length)
+        self._plan = specialize(plan, self.manifest.files[graph_variant.file].sha256, graph_variant.inputs,
+                                profile, trt_cache_dir)
         self.device = device or ("cpu" if providers is None else None)
         with self.artifact.verified_file(graph_variant.file) as graph_path:
             session = create_session(str(graph_path), self._plan, strict=strict)
         on_gpu = session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self._trt_max_seq = profile.max_seq if session.get_providers()[0] == "TensorrtExecutionProvider" else None
         if max_batch_tokens is None and not on_gpu:
             max_batch_tokens = CPU_MAX_BATCH_TOKENS
         self.engine = Engine(session, spec.pad_token_id, max_batch_tokens,
@@ -171,6 +174,9 @@ class SentenceTransformer:
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
+        if self._trt_max_seq is not None and isinstance(value, int) and value > self._trt_max_seq:
+            raise ValueError(f"max_seq_length {value} exceeds {self._trt_max_seq}, the longest sequence this "
+                             "model's TensorRT engine was built for; load it with device='cuda' to go further")
         self.tokenizer.max_seq_length = value
 
     @property
