@@ -134,6 +134,16 @@ def test_graph_without_hash_entry_is_refused(copy):
         Artifact(copy)
 
 
+@pytest.mark.parametrize(("location", "message"), [
+    ("elsewhere/model.onnx.data", "must sit beside its graph"),
+    ("text/model.onnx.data", "is used but has no sha256 entry"),
+])
+def test_external_data_must_be_listed_beside_its_graph(copy, location, message):
+    _edit_manifest(copy, lambda d: d["towers"]["text"]["variants"]["fp32"].update(external_data=location))
+    with pytest.raises(ArtifactError, match=message):
+        Artifact(copy)
+
+
 def test_unknown_variant(copy):
     with pytest.raises(ValueError, match="variant 'int8' not in artifact"):
         embedrt.SentenceTransformer(copy, variant="int8")

@@ -9,6 +9,8 @@ the result through the runtime against sentence-transformers itself.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,8 +28,10 @@ TOKENIZER_FILE = "whitespace_tokenizer.json"
 INPUTS = ("input_ids", "attention_mask")
 # sentence-transformers' WordEmbeddings.preprocess pads with id 0 whatever the vocabulary holds.
 PAD_TOKEN_ID = 0
-# Protobuf cannot serialize a message of 2 GiB or more; keep a margin for the rest of the graph.
+# Protobuf cannot serialize a message of 2 GiB or more (keep a margin for the rest of the graph): a
+# larger embedding matrix (glove.840B: 2.2M x 300, 2.6 GB) is stored beside the graph as external data.
 MAX_INITIALIZER_BYTES = 2**31 - 2**24
+DATA_FILE = "text/model.onnx.data"
 # Probe texts are sized for this many tokens: the 1,000,000-token default would make multi-GB probes.
 PROBE_TOKENS = 256
 # Texts that become few or no ids: stop words only, punctuation only, unknown words, case variants.
@@ -61,6 +65,16 @@ class _Graph:
     def const(self, value: Any, hint: str, dtype: type = np.float32) -> str:
         name = self._name(hint)
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def external(self, value: np.ndarray, hint: str, location: str) -> str:
+        """A float32 initializer whose bytes live in the file ``location`` beside the graph."""
+        name = self._name(hint)
+        tensor = onnx.TensorProto(name=name, data_type=TensorProto.FLOAT, dims=value.shape,
+                                  data_location=onnx.TensorProto.EXTERNAL)
+        for key, item in (("location", location), ("offset", "0"), ("length", str(value.nbytes))):
+            tensor.external_data.add(key=key, value=item)
+        self.initializers.append(tensor)
         return name
 
 
@@ -131,17 +145,16 @@ def _array(tensor: Any) -> np.ndarray:
     return tensor.detach().cpu().numpy().astype(np.float32)
 
 
-def build_graph(model: Any) -> bytes:
-    """The whole module chain of a loaded word-embedding ``SentenceTransformer`` as one ONNX graph."""
+def build_graph(model: Any) -> tuple[bytes, bytes | None]:
+    """The whole module chain of a loaded word-embedding ``SentenceTransformer`` as one ONNX graph, and
+    the bytes of its :data:`DATA_FILE` when the embedding matrix is too large to sit inside it."""
     modules = list(model)
-    embeddings = modules[0].emb_layer.weight
-    if embeddings.numel() * 4 > MAX_INITIALIZER_BYTES:
-        rows, dim = embeddings.shape
-        raise SourceError(f"embedding matrix {rows}×{dim} is {embeddings.numel() * 4 / 2**30:.2f} GiB in fp32; an "
-                          "ONNX graph must stay under 2 GiB and embedrt artifacts do not store external data yet")
+    matrix = _array(modules[0].emb_layer.weight)
+    data = matrix.astype("<f4", copy=False).tobytes() if matrix.nbytes > MAX_INITIALIZER_BYTES else None
     g = _Graph()
-    tokens = g.op("Gather", g.const(_array(embeddings), "embeddings"), "input_ids", axis=0,
-                  output="token_embeddings")
+    table = g.external(matrix, "embeddings", Path(DATA_FILE).name) if data is not None else g.const(matrix, "embeddings")
+    del matrix
+    tokens = g.op("Gather", table, "input_ids", axis=0, output="token_embeddings")
     mask3 = g.op("Unsqueeze", g.op("Cast", "attention_mask", to=TensorProto.FLOAT),
                  g.const([-1], "axis_last", np.int64))
     pooling, *heads = modules[1:]
@@ -164,7 +177,7 @@ def build_graph(model: Any) -> bytes:
                               "(supported: Dense, LayerNorm, Normalize)")
     g.op("Identity", x, output="sentence_embedding")
 
-    dim = int(embeddings.shape[1])
+    dim = int(modules[0].emb_layer.weight.shape[1])
     graph = helper.make_graph(
         g.nodes, "embedrt_word_embeddings",
         [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"]) for name in INPUTS],
@@ -177,8 +190,17 @@ def build_graph(model: Any) -> bytes:
     # onnx stamps its own newest IR version by default, which older ONNX Runtime builds refuse to load.
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="embedrt_export",
                                    ir_version=helper.find_min_ir_version_for(opsets))
-    onnx.checker.check_model(onnx_model)
-    return onnx_model.SerializeToString()
+    graph_bytes = onnx_model.SerializeToString()
+    if data is None:
+        onnx.checker.check_model(onnx_model)
+        return graph_bytes, None
+    # The checker reads external data from files, so check the pair as the artifact will hold it.
+    with tempfile.TemporaryDirectory(prefix="embedrt-wordembed-") as tmp:
+        graph_file = Path(tmp) / Path(export.TEXT_GRAPH).name
+        graph_file.write_bytes(graph_bytes)
+        (Path(tmp) / Path(DATA_FILE).name).write_bytes(data)
+        onnx.checker.check_model(str(graph_file))
+    return graph_bytes, data
 
 
 def runtime_tokenizer(model: Any) -> WhitespaceTokenizer:
@@ -218,11 +240,15 @@ def measure(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
 def build(model: Any, source: SourceSpec) -> export.Built:
     """Builder for ``export.BUILDERS["WordEmbeddings"]``: the graph, the whitespace tokenizer and their parity."""
     tokenizer = runtime_tokenizer(model)
-    graph_bytes = build_graph(model)
+    graph_bytes, data = build_graph(model)
+    files = {export.TEXT_GRAPH: graph_bytes, TOKENIZER_FILE: tokenizer.to_json().encode("utf-8")}
+    if data is not None:
+        files[DATA_FILE] = data
     return export.Built(
-        files={export.TEXT_GRAPH: graph_bytes, TOKENIZER_FILE: tokenizer.to_json().encode("utf-8")},
+        files=files,
         towers={"text": Tower(variants={"fp32": GraphVariant(
-            file=export.TEXT_GRAPH, opset=OPSET, inputs=INPUTS, outputs=OUTPUTS)})},
+            file=export.TEXT_GRAPH, opset=OPSET, inputs=INPUTS, outputs=OUTPUTS,
+            external_data=DATA_FILE if data is not None else None)})},
         tokenizer=TokenizerSpec(kind="whitespace", file=TOKENIZER_FILE, max_seq_length=tokenizer.max_seq_length,
                                 pad_token_id=PAD_TOKEN_ID),
         embedding_dimension=int(model.get_embedding_dimension()),

@@ -280,7 +280,7 @@ class ImageEncoder:
         key = variant or tower.default_variant
         if key not in tower.variants:
             raise ValueError(f"variant {key!r} not in the vision tower; available: {sorted(tower.variants)}")
-        with artifact.verified_file(tower.variants[key].file) as graph:
+        with artifact.verified_graph(tower.variants[key]) as graph:
             session = create_session(str(graph), plan or plan_providers(None, None, None), strict=strict)
         return cls(session, ImageSpec.from_manifest(manifest.image))
 

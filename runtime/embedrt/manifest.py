@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,9 @@ class GraphVariant:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     parity: dict[str, float] = field(default_factory=dict)
+    # The graph's initializers stored beside it (ONNX external data) when the graph would pass
+    # protobuf's 2 GiB limit, e.g. glove.840B's 2.2M x 300 matrix; verified like the graph itself.
+    external_data: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class Manifest:
                             inputs=tuple(v["inputs"]),
                             outputs=tuple(v["outputs"]),
                             parity={k: float(x) for k, x in v.get("parity", {}).items()},
+                            external_data=v.get("external_data"),
                         )
                         for key, v in t["variants"].items()
                     },
@@ -149,6 +153,12 @@ class Manifest:
                     f"{MANIFEST_NAME}: tower {tower_name!r} default variant {tower.default_variant!r} is not listed"
                 )
             referenced += [v.file for v in tower.variants.values()]
+            for v in tower.variants.values():
+                if v.external_data is not None:
+                    if Path(v.external_data).parent != Path(v.file).parent:
+                        raise ArtifactError(f"{MANIFEST_NAME}: external data {v.external_data!r} must sit beside "
+                                            f"its graph {v.file!r}")
+                    referenced.append(v.external_data)
         for rel in referenced:
             if rel not in self.files:
                 raise ArtifactError(f"{MANIFEST_NAME}: {rel!r} is used but has no sha256 entry under 'files'")
@@ -242,6 +252,14 @@ class Artifact:
         yield path
         if _stamp(path) != before:
             raise ArtifactError(f"{path}: changed while it was being loaded; refusing it")
+
+    @contextmanager
+    def verified_graph(self, variant: GraphVariant) -> Iterator[Path]:
+        """:meth:`verified_file` for a graph and, when it has one, its external data file."""
+        with ExitStack() as stack:
+            if variant.external_data is not None:
+                stack.enter_context(self.verified_file(variant.external_data))
+            yield stack.enter_context(self.verified_file(variant.file))
 
     def verify_all(self) -> None:
         """Check every listed file; raises on the first damaged one."""

@@ -127,7 +127,7 @@ class SentenceTransformer:
         self._plan = specialize(plan, self.manifest.files[graph_variant.file].sha256, graph_variant.inputs,
                                 profile, trt_cache_dir)
         self.device = device or ("cpu" if providers is None else None)
-        with self.artifact.verified_file(graph_variant.file) as graph_path:
+        with self.artifact.verified_graph(graph_variant) as graph_path:
             session = create_session(str(graph_path), self._plan, strict=strict)
         on_gpu = session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         self._trt_max_seq = profile.max_seq if session.get_providers()[0] == "TensorrtExecutionProvider" else None
