@@ -33,7 +33,7 @@ def test_encode_lines_to_npy(minilm_artifact, tmp_path):
 def test_export_via_cli_and_bad_source(model_path, tmp_path, capsys):
     out = tmp_path / "l3"
     assert main(["export", str(model_path("paraphrase-MiniLM-L3-v2")), "-o", str(out)]) == 0
-    assert "parity max 1-cos" in capsys.readouterr().out
+    assert "parity vs sentence-transformers: text max_one_minus_cos" in capsys.readouterr().out
     assert embedrt.SentenceTransformer(out).encode("hi").shape == (384,)
     assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 1
     assert "not in the embedrt catalogue" in capsys.readouterr().err

@@ -233,6 +233,19 @@ def test_clip_bpe_vocab_is_clips(clip_assets, clip_artifact):
     assert model.tokenizer.encode(["a photo of a cat"]).ids[0].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
 
 
+def test_cli_export_reports_both_towers_and_drops_the_traced_guards(clip_twin, tmp_path, capsys):
+    """``embedrt export`` on CLIP prints each tower's parity (its towers have no token outputs), and
+    the text tower leaves the trace's softmax NaN guards and duplicate mask ``Where`` nodes behind."""
+    import onnx
+    from embedrt.cli import main
+
+    assert main(["export", str(clip_twin), "-o", str(tmp_path / "clip")]) == 0
+    out = capsys.readouterr().out
+    assert "text max_one_minus_cos" in out and "vision max_one_minus_cos" in out and "pixel_max_abs" in out
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "clip" / "text" / "model.onnx")).graph.node]
+    assert "IsNaN" not in ops and ops.count("Where") <= 2
+
+
 def test_manifest_describes_both_towers(clip_artifact):
     out, manifest = clip_artifact
     assert set(manifest.towers) == {"text", "vision"}

@@ -26,6 +26,7 @@ from embedrt import images
 from embedrt.manifest import GraphVariant, TokenizerSpec, Tower
 
 from . import export, graph, verify
+from .simplify import simplify
 from .source import SourceError, SourceSpec
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def _export(module: Any, args: tuple[Any, ...], input_names: tuple[str, ...], dy
         torch.onnx.export(module.eval(), args, buffer, input_names=list(input_names), output_names=list(OUTPUTS),
                           dynamic_axes={**dynamic, OUTPUTS[0]: {0: "batch"}}, opset_version=graph.OPSET,
                           do_constant_folding=True, dynamo=False)
-    return buffer.getvalue()
+    return simplify(buffer.getvalue())[0]
 
 
 def export_towers(model: Any, spec: images.ImageSpec) -> tuple[bytes, bytes]:
