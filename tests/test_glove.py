@@ -246,7 +246,8 @@ def test_cls_pooling_is_refused(fortunes, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_matrix_over_protobuf_limit_is_stored_beside_the_graph(fortunes, twin_texts, tmp_path, monkeypatch):
+def test_matrix_over_protobuf_limit_is_stored_beside_the_graph(fortunes, twin_texts, tmp_path, monkeypatch,
+                                                              capsys):
     """glove.840B's matrix (2.6 GB) cannot sit inside an ONNX graph: past the limit (lowered here) it is
     written as external data, listed and hashed in the manifest, verified at load, and the embeddings
     still match sentence-transformers'."""
@@ -259,6 +260,10 @@ def test_matrix_over_protobuf_limit_is_stored_beside_the_graph(fortunes, twin_te
     assert (tmp_path / "out" / variant.file).stat().st_size < 10_000 < data.stat().st_size
     reference = STModel(str(src), device="cpu", local_files_only=True)
     _assert_parity(reference, embedrt.SentenceTransformer(tmp_path / "out"), twin_texts)
+    from embedrt.cli import main
+
+    assert main(["info", str(tmp_path / "out"), "--verify"]) == 0
+    assert "text/model.onnx + text/model.onnx.data" in capsys.readouterr().out
 
     damaged = bytearray(data.read_bytes())
     damaged[len(damaged) // 2] ^= 0xFF

@@ -89,7 +89,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         for key, v in tower.variants.items():
             parity = ", ".join(f"{k} {val:.3g}" for k, val in v.parity.items()) or "not measured"
             default = " (default)" if key == tower.default_variant else ""
-            print(f"{tower_name}/{key:<14}{default} {v.file}  opset {v.opset}  parity: {parity}")
+            data = f" + {v.external_data}" if v.external_data else ""
+            print(f"{tower_name}/{key:<14}{default} {v.file}{data}  opset {v.opset}  parity: {parity}")
     print(f"created with        {', '.join(f'{k} {v}' for k, v in sorted(m.created_with.items()))}")
     if args.verify:
         print(f"files               {len(m.files)} verified (sha256)")
