@@ -152,8 +152,8 @@ class Manifest:
                 raise ArtifactError(
                     f"{MANIFEST_NAME}: tower {tower_name!r} default variant {tower.default_variant!r} is not listed"
                 )
-            referenced += [v.file for v in tower.variants.values()]
             for v in tower.variants.values():
+                referenced.append(v.file)
                 if v.external_data is not None:
                     if Path(v.external_data).parent != Path(v.file).parent:
                         raise ArtifactError(f"{MANIFEST_NAME}: external data {v.external_data!r} must sit beside "
@@ -178,9 +178,10 @@ class Artifact:
     """A loaded, validated artifact folder.
 
     Small files are read through :meth:`read_verified`, which returns the bytes only if their sha256
-    matches the manifest: the bytes that were checked are the bytes that get used. Graphs go through
-    :meth:`verified_file`, which checks the file the same way without holding it in memory and hands
-    out its path, then refuses it if it changed while it was being loaded.
+    matches the manifest: the bytes that were checked are the bytes that get used. Graphs (and their
+    external data) go through :meth:`verified_graph` / :meth:`verified_file`, which check a file the
+    same way without holding it in memory, hand out its path, and refuse it if it changed while it
+    was being loaded.
     """
 
     def __init__(self, root: str | Path) -> None:
