@@ -181,8 +181,9 @@ def run_gemm(spec: dict[str, Any]) -> dict[str, Any]:
 
     rng = np.random.default_rng(0)
     shapes = []
+    on_ort = spec.get("backend", "numpy") == "onnxruntime"
     with threadpool_limits(limits=spec["threads"], user_api="blas"):
-        if spec.get("backend", "numpy") == "onnxruntime":
+        if on_ort:
             import onnxruntime as ort
 
             blas = [{"internal_api": "onnxruntime MLAS", "version": ort.__version__,
@@ -194,7 +195,7 @@ def run_gemm(spec: dict[str, Any]) -> dict[str, Any]:
         for m, k, n in spec["shapes"]:
             a = rng.standard_normal((m, k), dtype=np.float32)
             b = rng.standard_normal((k, n), dtype=np.float32)
-            if spec.get("backend", "numpy") == "onnxruntime":
+            if on_ort:
                 session = _ort_matmul(b, spec["threads"])
                 shapes.append(_time_shape(lambda: session.run(None, {"a": a}), m, k, n, spec["min_s"]))
             else:

@@ -129,8 +129,9 @@ class SentenceTransformer:
         self.device = device or ("cpu" if providers is None else None)
         with self.artifact.verified_graph(graph_variant) as graph_path:
             session = create_session(str(graph_path), self._plan, strict=strict)
-        on_gpu = session.get_providers()[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-        self._trt_max_seq = profile.max_seq if session.get_providers()[0] == "TensorrtExecutionProvider" else None
+        active = session.get_providers()[0]
+        on_gpu = active in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+        self._trt_max_seq = profile.max_seq if active == "TensorrtExecutionProvider" else None
         if max_batch_tokens is None and not on_gpu:
             max_batch_tokens = CPU_MAX_BATCH_TOKENS
         self.engine = Engine(session, spec.pad_token_id, max_batch_tokens,
