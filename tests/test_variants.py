@@ -309,6 +309,43 @@ def test_fp16_keeps_head_and_io_in_float32(twin_with_variants):
                     next(a.i for a in src.attribute if a.name == "to") != onnx.TensorProto.FLOAT16, node.name
 
 
+
+def test_fp16_keeps_index_arithmetic_in_float32(twin_assets, tmp_path):
+    """MPNet computes its relative-position buckets with float Log/Div before a Cast to int64; in
+    float16 a bucket can flip (real mpnet-base: 1−cos up to 3.6e-3). Every node upstream of an
+    integer Cast must see float32 inputs, and the fp16 twin must stay close to its fp32 graph."""
+    import onnx
+    from embedrt_export import export, graph, optimize, twins
+
+    src = twins.build_twin(tmp_path / "src", "mpnet", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
+    export(src, tmp_path / "artifact")
+    facts = optimize.ArchFacts.from_config(graph.load_sentence_transformer(str(src))[0].auto_model.config)
+    fused = optimize.fuse((tmp_path / "artifact" / "text" / "model.onnx").read_bytes(), facts).onnx_bytes
+    fused_model = onnx.load_from_string(fused)
+    kept = optimize.index_nodes(fused_model)
+    assert {"Log", "Div"} <= {n.op_type for n in fused_model.graph.node if n.name in kept}
+    fp16 = onnx.load_from_string(optimize.to_fp16(fused))
+    by_name = {n.name: n for n in fp16.graph.node}
+    kept = [name for name in kept if by_name.get(name, onnx.NodeProto()).op_type in ("Log", "Div", "Abs", "Mul")]
+    assert len(kept) >= 3
+    half = {t.name for t in fp16.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    half |= {n.output[0] for n in fp16.graph.node if n.op_type == "Cast"
+             and next(a.i for a in n.attribute if a.name == "to") == onnx.TensorProto.FLOAT16}
+    for name in kept:
+        assert not half & set(by_name[name].input), f"{name} reads a float16 tensor"
+    outputs = [out for n in fp16.graph.node for out in n.output]
+    assert len(set(outputs)) == len(outputs), "a tensor is produced twice"
+
+    import onnxruntime
+
+    feeds = {"input_ids": np.array([[0, 31, 7, 99, 12, 2] + [1] * 10]),
+             "attention_mask": np.array([[1] * 6 + [0] * 10])}
+    outputs = []
+    for data in (fused, fp16.SerializeToString()):
+        session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(["sentence_embedding"], feeds)[0][0])
+    assert 1 - float(np.dot(*outputs) / np.linalg.norm(outputs[0]) / np.linalg.norm(outputs[1])) < 1e-4
+
 # -- real model: the fidelity gates on real text --------------------------------------------------------
 def english_texts(records: list[dict], n: int) -> list[str]:
     """``n`` distinct English fortunes, spread over the corpus (deterministic)."""

@@ -45,14 +45,14 @@ class Gate:
         return out
 
 
-# optimized: fusions only, so fp32 parity. fp16: ranking intact; the 1e-2 bound only catches a
-# broken conversion, since the fp16 residual stream leaves a few texts ~2e-3 off (mpnet: median
-# 2.5e-5, worst 2.4e-3). int8_blockwise: the ranking- and batch-preserving int8. int8_<isa>:
+# optimized: fusions only, so fp32 parity. fp16: the GPU check's bound (1e-3); measured on 2,000
+# fortunes, mpnet-base's worst text is 1.9e-5 and MiniLM-L6's 3.5e-7. int8_blockwise: the
+# ranking- and batch-preserving int8. int8_<isa>:
 # sentence-transformers' own dynamic int8, whose known loss (batch-dependent, Spearman ~0.99 on
 # MiniLM) is recorded, not hidden; on mpnet it falls far below and is refused.
 GATES: dict[str, Gate] = {
     OPTIMIZED: Gate(max_one_minus_cos=1e-6),
-    FP16: Gate(max_one_minus_cos=1e-2, min_spearman=0.999, min_top10_overlap=0.98),
+    FP16: Gate(max_one_minus_cos=1e-3, min_spearman=0.999, min_top10_overlap=0.98),
     INT8_ROWWISE: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
     INT8_BLOCKWISE: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
     **{int8_variant(isa): Gate(min_spearman=0.98, min_top10_overlap=0.80) for isa in INT8_ISAS},
