@@ -71,6 +71,55 @@ def test_strict_refuses_instead_of_falling_back(minilm_artifact, device):
         embedrt.SentenceTransformer(minilm_artifact, device=device, strict=True)
 
 
+class _StrictOrt:
+    """Stands in for onnxruntime with a GPU: the session checks what ORT 1.31 checks on a GPU build
+    (seen on an H200: an explicit CPU EP plus disabled CPU fallback is refused), then reports
+    the providers a GPU build without TensorRT's libraries activates."""
+
+    def __init__(self, real):
+        self.real, self.seen = real, []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def get_available_providers(self):
+        return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def InferenceSession(self, path, sess_options=None, providers=()):  # noqa: N802 - ORT's name
+        names = [p if isinstance(p, str) else p[0] for p in providers]
+        self.seen.append(names)
+        try:
+            no_cpu_fallback = sess_options.get_session_config_entry("session.disable_cpu_ep_fallback") == "1"
+        except RuntimeError:  # ORT raises for a key that was never set
+            no_cpu_fallback = False
+        if "CPUExecutionProvider" in names and no_cpu_fallback:
+            raise RuntimeError("Conflicting session configuration: explicitly added the CPU EP to the session, "
+                               "but also disabled fallback to the CPU EP via session configuration options.")
+
+        class Session:
+            def get_providers(self):
+                return [n for n in names if n != "TensorrtExecutionProvider"]
+        return Session()
+
+
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_strict_gpu_session_is_one_ort_accepts(minilm_artifact, monkeypatch, device):
+    """strict=True on a GPU: the session is created (CUDA keeps ORT's CPU EP for shape nodes), and a
+    provider ORT did not activate (TensorRT without libnvinfer) is an error, not a quiet CUDA run."""
+    from embedrt import providers
+
+    fake = _StrictOrt(providers.import_onnxruntime())
+    monkeypatch.setattr(providers, "import_onnxruntime", lambda: fake)
+    path = str(minilm_artifact / "text" / "model.onnx")
+    plan = plan_providers(device=device)
+    if device == "cuda":
+        assert providers.create_session(path, plan, strict=True).get_providers()[0] == "CUDAExecutionProvider"
+    else:
+        with pytest.raises(ProviderUnavailableError, match="activated"):
+            providers.create_session(path, plan, strict=True)
+    assert fake.seen[-1][-1] == "CPUExecutionProvider"
+
+
 def test_tensorrt_profile_reaches_the_position_limit(minilm_artifact):
     """max_seq_length raised after load (256 -> 512, MiniLM's position limit) stays inside the
     TensorRT engine's profile, which is built for the position limit, not the default length."""

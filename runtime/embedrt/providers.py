@@ -176,9 +176,6 @@ def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False) 
     # next and make the arena grow (onnxruntime#11118), so plan per run instead.
     options.enable_mem_pattern = False
     options.log_severity_level = 3
-    if strict and plan.on_gpu:
-        # ORT's own guarantee that no node silently runs on the CPU instead of the GPU.
-        options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     session = ort.InferenceSession(model_path, sess_options=options, providers=usable)
     active = session.get_providers()
     if first not in active:
