@@ -238,7 +238,8 @@ def test_rowwise_quantizes_the_encoder_once_per_input(twin_with_variants):
 
 def test_rowwise_outlier_channels_run_in_fp32_and_rows_quantize_alone():
     """A synthetic linear layer whose input has one huge channel: that channel is computed in fp32,
-    the rest in int8 with per-row scales, and each row's result does not depend on the others."""
+    the rest in int8 with per-row scales, and each row's result does not depend on the others. Its
+    bias Add goes into the fp32 channels' Gemm."""
     import onnxruntime as ort
     from embedrt_export import rowwise
     from onnx import TensorProto, helper, numpy_helper
@@ -246,11 +247,14 @@ def test_rowwise_outlier_channels_run_in_fp32_and_rows_quantize_alone():
     rng = np.random.default_rng(0)
     k, n = 200, 48
     weight = rng.normal(size=(k, n)).astype(np.float32)
+    bias = (50 + rng.normal(size=n)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"], name="linear")], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["xw"], name="linear"),
+         helper.make_node("Add", ["xw", "bias"], ["y"], name="linear_bias")], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", k]),
          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", n])], [numpy_helper.from_array(weight, "w")])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", n])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "bias")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
     def batch(rows):
@@ -262,10 +266,11 @@ def test_rowwise_outlier_channels_run_in_fp32_and_rows_quantize_alone():
     calibration = rowwise.calibrate(model, groups, [batch(4) for _ in range(3)])
     assert 7 in calibration.float_channels[0] and len(calibration.float_channels[0]) == 2
     int8 = rowwise.rewrite(model, groups, calibration)
+    assert "Add" not in [node.op_type for node in int8.graph.node]
     session = ort.InferenceSession(int8.SerializeToString(), providers=["CPUExecutionProvider"])
     feed = batch(6)
     got = session.run(None, feed)[0]
-    exact = feed["x"] @ weight
+    exact = feed["x"] @ weight + bias
     assert np.abs(got - exact).max() / np.abs(exact).max() < 0.02
     mask = feed["attention_mask"][:1]
     alone = np.concatenate([session.run(None, {"x": feed["x"][i:i + 1], "attention_mask": mask})[0] for i in range(6)])
