@@ -38,38 +38,36 @@ everywhere; its numbers are CPU numbers and its TensorRT gates are N/A.
 
 Getting the prerequisites onto a GPU machine that has no package registry and no Hub
 ------------------------------------------------------------------------------------
-Each device call carries at most 64 MiB of git-ignored paths (``build/`` is ignored); a path named in
-``carry`` replaces the remote copy, and carried files not named again stay there for as long as the
-machine stays warm (calls must follow each other within its idle window). So large files travel as
-<64 MiB pieces, one call each, and are joined with ``cat`` at the end. Here, with the registry::
+What worked on an H200 lent through the device tool (2026-11-27; Python 3.12, CUDA 13 libraries from
+torch's nvidia-* wheels, onnxruntime 1.30 CPU build preinstalled): each call carries at most 64 MiB of
+git-ignored paths, a carried path replaces its remote copy, and paths carried earlier stay for as long
+as the machine stays warm. So everything goes as one tar stream cut into 62 MiB pieces, one call per
+piece (about 5 s of device time each), joined and unpacked in the last call. Here, with the registry::
 
-    mkdir -p build/carry build/artifacts
-    # ~255 MB; the tags must match the device's python (`python -V` there first) and its CUDA major the
-    # CUDA/cuDNN libraries there (torch's nvidia-* wheels are put on LD_LIBRARY_PATH: see child_env)
-    .venv/bin/pip download --no-deps --only-binary=:all: --python-version 3.11 \
-        --platform manylinux_2_28_x86_64 onnxruntime-gpu==1.31.1 -d build/carry
-    (cd build/carry && ls onnxruntime_gpu-*.whl > ort.name && split -b 60M onnxruntime_gpu-*.whl ort.part- \
-        && rm onnxruntime_gpu-*.whl)
-    for m in all-MiniLM-L6-v2 all-mpnet-base-v2; do      # fp32 plus whatever variants the exporter writes
-        .venv/bin/embedrt export ~/.cache/embedrt/models/$m -o build/artifacts/$m; done
-    tar -C build -cf - artifacts | split -b 60M - build/carry/artifacts.tar.part-   # mpnet fp32 is ~440 MB
-    cp ~/.cache/embedrt/corpora/fortunes.jsonl build/carry/                       # 18 MB
+    mkdir -p build/stage build/carry build/artifacts
+    .venv/bin/pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 onnxruntime-gpu==1.31.1 -d build/stage        # 255 MB, CUDA 13
+    xz -c ~/.cache/embedrt/corpora/fortunes.jsonl > build/stage/fortunes.jsonl.xz      # 18 MB -> 4.4 MB
+    for m in all-MiniLM-L6-v2 all-mpnet-base-v2; do
+        .venv/bin/embedrt export ~/.cache/embedrt/models/$m -o build/artifacts/$m --variants fp16; done
+    tar -C build -cf - stage artifacts | split -b 62M -a 2 - build/carry/s1.            # 17 pieces
 
-Then one device call per piece, naming just that piece (``carry=["build/carry/ort.part-aa",
-"build/carry/ort.name"]``, then ``["build/carry/ort.part-ab"]``, …), and finally, in one call::
+Then one device call per piece (``carry=["build/carry/s1.aa"]``, then ``["build/carry/s1.ab"]``, …)
+and finally, in one call::
 
-    name=$(cat build/carry/ort.name); cat build/carry/ort.part-* > /tmp/$name
-    python -m pip uninstall -y onnxruntime; python -m pip install --no-deps /tmp/$name
-    cat build/carry/artifacts.tar.part-* | tar -C build -xf -
-    PYTHONPATH=runtime python scripts/gpu_check.py $OUT/gpu --artifacts build/artifacts \
-        --corpus build/carry/fortunes.jsonl
+    cd build && cat carry/s1.* | tar -xf - && xz -dk stage/fortunes.jsonl.xz && python3 -m pip install -q \
+        --no-index --no-deps --no-compile --target /tmp/ortgpu stage/onnxruntime_gpu-*.whl && cd .. &&
+    PYTHONPATH=/tmp/ortgpu python3 scripts/gpu_check.py /tmp/gc --artifacts build/artifacts \
+        --corpus build/stage/fortunes.jsonl --budget-s 400
 
-``--no-deps``: onnxruntime's own dependencies are only needed by its tools, not by inference; numpy
-and tokenizers must already be there (tokenizers is a ~3 MB wheel to carry if not). The manifest's
-sha256 of every graph catches a badly joined file. With ``--models all-MiniLM-L6-v2`` alone the
-artifacts are two pieces instead of about nine. If sentence-transformers and the ST model folders are
-on the device instead, a model without ``--artifacts`` is exported there (torch is available), but
-the weights weigh as much as the artifact, so carrying artifacts is the simpler way.
+then copy at most 8 files from /tmp/gc into ``$OUT`` (the tool returns 8 files, two folders deep).
+``--target`` + ``PYTHONPATH`` shadows the preinstalled CPU onnxruntime without uninstalling it;
+``--no-deps``: numpy and tokenizers are already there. The manifest's sha256 of every graph catches
+a badly joined file. TensorRT: ``TensorrtExecutionProvider`` is in the onnxruntime-gpu wheel, but
+TensorRT's own libraries (libnvinfer) are on no registry reachable here (PyPI's tensorrt-cu13-libs is
+an sdist that downloads from pypi.nvidia.com), so that part is SKIPPED. If sentence-transformers and
+the ST model folders are on the device instead, a model without ``--artifacts`` is exported there
+(torch is available), but the weights weigh as much as the artifact.
 """
 
 from __future__ import annotations
@@ -517,9 +515,12 @@ def anchor(run: Run) -> list[dict[str, Any]]:
         if not cells:
             continue
         best = max(cells, key=lambda c: c["batch_size"])
+        model_only = best.get("model_only_tokens_per_s")
         rows.append({"config": f"{cfg['device']} {cfg['label']}", "batch_size": best["batch_size"],
                      "tokens_per_s": best["tokens_per_s"],
-                     "ratio_to_anchor": None if run.dry else best["tokens_per_s"] / ANCHOR["tokens_per_s"]})
+                     "ratio_to_anchor": None if run.dry else best["tokens_per_s"] / ANCHOR["tokens_per_s"],
+                     "model_only_tokens_per_s": model_only,
+                     "model_only_ratio": None if run.dry or not model_only else model_only / ANCHOR["tokens_per_s"]})
     run.record["anchor"] = {"anchor": ANCHOR, "rows": rows, "gpus": data["environment"]["gpus"]}
     return rows
 
@@ -545,10 +546,15 @@ def write_report(run: Run, status: str, anchor_rows: list[dict[str, Any]]) -> No
               "Ours: embedrt end to end (tokenization, host↔device copies, pipeline) on "
               + ("the CPU: DRY RUN, not comparable." if run.dry else "this machine's GPU."), ""]
     if anchor_rows:
-        lines += ["| config | batch | tokens/s | / anchor |", "|---|---|---|---|"]
+        def ratio(value: float | None) -> str:
+            return "n/a" if value is None else format(value, ".3f")
+
+        lines += ["| config | batch | tokens/s, end to end | / anchor | tokens/s without tokenization | / anchor |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {r['config']}{' (DRY RUN: CPU, not a GPU number)' if run.dry else ''} | {r['batch_size']} | "
-                  f"{r['tokens_per_s']:,.0f} | {'n/a' if run.dry else format(r['ratio_to_anchor'], '.3f')} |"
-                  for r in anchor_rows]
+                  f"{r['tokens_per_s']:,.0f} | {ratio(r['ratio_to_anchor'])} | "
+                  f"{format(r['model_only_tokens_per_s'], ',.0f') if r['model_only_tokens_per_s'] else '–'} | "
+                  f"{ratio(r['model_only_ratio'])} |" for r in anchor_rows]
     else:
         lines.append(f"not measured: {run.record.get('anchor', {}).get('status', 'no GPU rows at =128')}")
     (run.out / "gpu_check.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
