@@ -129,12 +129,12 @@ def index_nodes(model: onnx.ModelProto) -> list[str]:
     seen: dict[str, onnx.NodeProto] = {}
     while stack:
         node = produced.get(stack.pop())
-        if node is not None and node.name not in seen:
-            if node.op_type == "MatMul" or node.op_type in FUSED_OP_TYPES:
-                raise ValueError(f"integer index computed from the hidden states (through {node.name}): "
-                                 "keeping its inputs in float32 would keep the encoder in float32")
+        # The walk stops at the encoder (an index read off the hidden states keeps only the arithmetic
+        # after them in float32) and at Shape, whose output never depends on values.
+        if node is not None and node.name not in seen and node.op_type != "MatMul" \
+                and node.op_type not in FUSED_OP_TYPES:
             seen[node.name] = node
-            if node.op_type != "Shape":  # depends on the shape only, never on the values
+            if node.op_type != "Shape":
                 stack.extend(node.input)
     if "" in seen:
         raise ValueError("a node computing an integer index has no name, so it cannot be kept in float32 by name")

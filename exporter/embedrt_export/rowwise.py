@@ -170,7 +170,7 @@ def _bias_adds(graph: onnx.GraphProto,
         add = consumers[0]
         other = initializers.get(add.input[1] if add.input[0] == name else add.input[0])
         weight = initializers.get(matmul.input[1])
-        if other is not None and other.data_type == TensorProto.FLOAT and list(other.dims) == weight.dims[1:]:
+        if other is not None and other.data_type == TensorProto.FLOAT and list(other.dims) == list(weight.dims[1:]):
             found[name] = (add, numpy_helper.to_array(other))
     return found
 
