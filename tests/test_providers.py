@@ -22,6 +22,7 @@ def test_device_strings_become_provider_lists():
     name, options = cuda.requested[0]
     assert name == "CUDAExecutionProvider" and options["device_id"] == 1
     assert options["arena_extend_strategy"] == "kSameAsRequested"
+    assert options["use_tf32"] == 0  # exact fp32, as torch keeps it
     assert cuda.requested[-1] == "CPUExecutionProvider"
     trt = plan_providers("tensorrt")
     assert [p if isinstance(p, str) else p[0] for p in trt.requested] == [
