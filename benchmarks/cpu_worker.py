@@ -197,10 +197,11 @@ def run_gemm(spec: dict[str, Any]) -> dict[str, Any]:
             b = rng.standard_normal((k, n), dtype=np.float32)
             if on_ort:
                 session = _ort_matmul(b, spec["threads"])
-                shapes.append(_time_shape(lambda: session.run(None, {"a": a}), m, k, n, spec["min_s"]))
+                shapes.append(_time_shape(lambda s=session, a=a: s.run(None, {"a": a}), m, k, n, spec["min_s"]))
             else:
                 out = np.empty((m, n), dtype=np.float32)
-                shapes.append(_time_shape(lambda: np.matmul(a, b, out=out), m, k, n, spec["min_s"]))
+                shapes.append(_time_shape(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), m, k, n,
+                                          spec["min_s"]))
     flops = sum(2 * s["m"] * s["k"] * s["n"] for s in shapes)
     return {"gflops": flops / sum(s["median_s"] for s in shapes) / 1e9, "shapes": shapes, "blas": blas,
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",

@@ -152,7 +152,8 @@ def build_graph(model: Any) -> tuple[bytes, bytes | None]:
     matrix = _array(modules[0].emb_layer.weight)
     data = matrix.astype("<f4", copy=False).tobytes() if matrix.nbytes > MAX_INITIALIZER_BYTES else None
     g = _Graph()
-    table = g.external(matrix, "embeddings", Path(DATA_FILE).name) if data is not None else g.const(matrix, "embeddings")
+    table = (g.external(matrix, "embeddings", Path(DATA_FILE).name) if data is not None
+             else g.const(matrix, "embeddings"))
     del matrix
     tokens = g.op("Gather", table, "input_ids", axis=0, output="token_embeddings")
     mask3 = g.op("Unsqueeze", g.op("Cast", "attention_mask", to=TensorProto.FLOAT),
