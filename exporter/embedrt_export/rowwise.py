@@ -196,7 +196,7 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
     flat = const(np.array([-1], np.int64), "rowwise/flat")
     first = const(np.array([0], np.int64), "rowwise/first")
     replaced = {id(node): (i, j) for i, g in enumerate(groups) for j, node in enumerate(g.matmuls)}
-    with_floats = [n for n in graph.node if id(n) in replaced and calibration.float_channels[replaced[id(n)][0]].size]
+    with_floats = [m for i, g in enumerate(groups) if calibration.float_channels[i].size for m in g.matmuls]
     biases = _bias_adds(graph, with_floats)
     folded = {id(add) for add, _ in biases.values()}
     quantized: set[int] = set()
