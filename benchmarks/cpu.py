@@ -504,6 +504,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         facts = sm.get("facts") or {}
         if facts.get("max_seq_length") not in (None, result["corpus"]["max_seq_length"]):
             notes.append(f"truncates at {facts['max_seq_length']} tokens")
+        if facts.get("workers", 1) > 1:
+            notes.append(f"{facts['workers']} batches at once, {facts['intra_op_threads']} thread(s) each")
         lines.append(f"| {row['label']} | {status} | " + " | ".join(cells) + f" | {'; '.join(notes)} |")
     return "\n".join(lines) + "\n"
 

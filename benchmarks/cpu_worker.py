@@ -99,7 +99,9 @@ def load_embedrt(spec: dict[str, Any]) -> tuple[Encoder, dict[str, Any]]:
     model = embedrt.SentenceTransformer(spec["model_dir"], variant=spec.get("variant"), threads=spec["threads"])
     batch_size = spec["batch_size"]
     return (lambda texts: model.encode(texts, batch_size=batch_size),
-            {"max_seq_length": model.max_seq_length, "batch_size": batch_size, "variant": model.variant})
+            {"max_seq_length": model.max_seq_length, "batch_size": batch_size, "variant": model.variant,
+             "workers": model.engine.workers,
+             "intra_op_threads": model.engine.session.get_session_options().intra_op_num_threads})
 
 
 LOADERS: dict[str, Callable[[dict[str, Any]], tuple[Encoder, dict[str, Any]]]] = {

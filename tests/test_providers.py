@@ -9,7 +9,7 @@ import embedrt
 import numpy as np
 import pytest
 from embedrt.engine import Engine, bucket_width, default_buckets
-from embedrt.providers import ProviderUnavailableError, ShapeProfile, plan_providers, specialize
+from embedrt.providers import ProviderUnavailableError, ShapeProfile, plan_providers, specialize, split_threads
 from embedrt_export.verify import one_minus_cos
 
 TEXTS = ["short", "a somewhat longer sentence about providers", "x " * 300, "", "Привет, мир"]
@@ -34,6 +34,28 @@ def test_device_strings_become_provider_lists():
             plan_providers(bad)
     with pytest.raises(ValueError, match="not both"):
         plan_providers("cpu", ["CPUExecutionProvider"])
+
+
+def test_cpu_threads_go_to_concurrent_batches():
+    assert split_threads(plan_providers(threads=4)) == (plan_providers(threads=1), 4)
+    assert split_threads(plan_providers(threads=4), 2) == (plan_providers(threads=2), 2)
+    assert split_threads(plan_providers(threads=2), 3) == (plan_providers(threads=1), 3)
+    cuda = plan_providers("cuda", threads=4)
+    assert split_threads(cuda, 4) == (cuda, 1)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="workers"):
+            split_threads(plan_providers(), bad)
+
+
+def test_workers_change_speed_not_results(minilm_artifact, corpus_1000):
+    one = embedrt.SentenceTransformer(minilm_artifact, threads=2, workers=1)
+    two = embedrt.SentenceTransformer(minilm_artifact, threads=2, workers=2)
+    assert one.engine.session.get_session_options().intra_op_num_threads == 2
+    assert two.engine.session.get_session_options().intra_op_num_threads == 1
+    texts = corpus_1000[:200]  # 13 batches of 16: the same batches either way
+    assert np.array_equal(one.encode(texts, batch_size=16), two.encode(texts, batch_size=16))
+    # A one-batch call is halved for the two workers; batch invariance keeps it within fp32 rounding.
+    assert one_minus_cos(one.encode(texts[:16], batch_size=16), two.encode(texts[:16], batch_size=16)).max() <= 1e-6
 
 
 def test_tensorrt_profile_and_cache_are_keyed_by_graph():

@@ -3,6 +3,12 @@
 The engine is the piece every front end drives (the ``SentenceTransformer`` facade today; a
 server's dynamic batcher or a Ray actor next): it takes token ids, never raw text, and is
 thread-safe because it keeps no per-call state and ORT's ``run`` is safe to call concurrently.
+
+On CPU it runs several batches at once, each on its own core (``workers``), rather than one batch
+at a time split across the cores by ORT's intra-op pool: a transformer layer is dozens of small
+ops, and each op's fork/join across the pool stalls on the slowest core. On 2 cores (MiniLM-L6,
+1,000 fortunes, batches of 32) two single-threaded runs gave 1.11x the fp32 graph's and 1.08-1.53x
+the int8_rowwise graph's throughput of one two-threaded run, with bit-identical outputs.
 """
 
 from __future__ import annotations
@@ -24,11 +30,14 @@ SENTENCE = "sentence_embedding"
 TOKENS = "token_embeddings"
 
 
-def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None = None) -> list[np.ndarray]:
+def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None = None, *,
+                 min_batches: int = 1) -> list[np.ndarray]:
     """Group indices into batches, longest first, so each batch pads as little as possible.
 
     A batch holds at most ``batch_size`` texts and, when ``max_batch_tokens`` is given, at most
-    that many padded tokens (count × longest length), but always at least one text.
+    that many padded tokens (count × longest length), but always at least one text. The batch with
+    the most padded tokens is halved until there are ``min_batches`` (one per worker), or until every
+    batch is one text: a short call then still keeps every worker busy.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
@@ -43,6 +52,13 @@ def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | N
             size = max(1, min(size, max_batch_tokens // longest))
         batches.append(order[start:start + size])
         start += size
+    while batches and len(batches) < min_batches:
+        cost = [len(b) * int(lengths[b[0]]) if len(b) > 1 else -1 for b in batches]
+        i = int(np.argmax(cost))
+        if cost[i] < 0:
+            break
+        half = (len(batches[i]) + 1) // 2
+        batches[i:i + 1] = [batches[i][:half], batches[i][half:]]
     return batches
 
 
@@ -128,11 +144,16 @@ class Engine:
         io_binding: ``(device_type, device_id)`` to run through IO binding, e.g. ``("cuda", 0)``.
         max_batch_size: hard cap on texts per batch whatever the caller asks (a TensorRT profile's
             maximum batch: larger batches would force an engine rebuild).
+        workers: batches run at once, on threads the engine owns (give the session
+            ``cores // workers`` intra-op threads). Every caller's batches share these workers, so
+            concurrent ``run`` calls never put more than ``workers`` runs on the cores.
     """
 
     def __init__(self, session, pad_token_id: int, max_batch_tokens: int | None = None, *,
                  seq_buckets: Sequence[int] | None = None, io_binding: tuple[str, int] | None = None,
-                 max_batch_size: int | None = None) -> None:
+                 max_batch_size: int | None = None, workers: int = 1) -> None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
         self.session = session
         self.pad_token_id = pad_token_id
         self.max_batch_tokens = max_batch_tokens
@@ -144,6 +165,8 @@ class Engine:
             raise ValueError(f"graph lacks required inputs {sorted(missing)}; has {self.input_names}")
         self._runner = _IOBindingRunner(session, *io_binding) if io_binding else None
         self.max_batch_size = max_batch_size
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="embedrt-batch") if workers > 1 else None
 
     def _run(self, outputs: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._runner is not None:
@@ -179,8 +202,14 @@ class Engine:
         tokens: list[np.ndarray] | None = [None] * n if TOKENS in outputs else None  # type: ignore[list-item]
         if self.max_batch_size is not None:
             batch_size = min(batch_size, self.max_batch_size)
-        for idx in plan_batches(lengths, batch_size, self.max_batch_tokens):
-            results = dict(zip(outputs, self._run(outputs, self._feeds(encoded, idx))))
+        plan = plan_batches(lengths, batch_size, self.max_batch_tokens, min_batches=self.workers)
+
+        def one(idx: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+            return idx, self._run(outputs, self._feeds(encoded, idx))
+
+        done = self._pool.map(one, plan) if self._pool is not None else map(one, plan)
+        for idx, arrays in done:
+            results = dict(zip(outputs, arrays))
             if SENTENCE in results:
                 batch = results[SENTENCE].astype(np.float32, copy=False)  # fp16 graphs keep fp32 io, but be sure
                 if sentence is None:

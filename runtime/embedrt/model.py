@@ -14,7 +14,7 @@ from . import images, isa, util
 from .engine import SENTENCE, TOKENS, Engine, default_buckets
 from .hub import resolve_artifact
 from .manifest import Artifact
-from .providers import ProviderSpec, ShapeProfile, create_session, plan_providers, specialize
+from .providers import ProviderSpec, ShapeProfile, create_session, plan_providers, specialize, split_threads
 from .tokenization import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,10 @@ class SentenceTransformer:
             ``$EMBEDRT_CACHE/artifacts``, or a Hub repo holding an artifact.
         device: "cpu" (default), "cuda", "cuda:N" or "tensorrt".
         providers: explicit ONNX Runtime providers list instead of ``device``.
-        threads: intra-op threads; default all cores this process may use.
+        threads: CPU threads to use in all; default all cores this process may use.
+        workers: CPU only: text batches run at once, each on ``threads // workers`` threads
+            (default: one per thread, the highest throughput; ``workers=1`` gives one small batch,
+            such as a single query, all threads and so the lowest latency).
         strict: raise instead of warning when the requested provider is not what runs.
         variant: graph variant from the manifest (default: the tower's default, ``fp32``).
         truncate_dim: keep only the first ``truncate_dim`` dimensions of sentence embeddings.
@@ -105,8 +108,8 @@ class SentenceTransformer:
 
     def __init__(self, model_name_or_path: str | Path, *, device: str | None = None,
                  providers: list[ProviderSpec] | None = None, threads: int | None = None,
-                 strict: bool = False, variant: str | None = None, truncate_dim: int | None = None,
-                 max_batch_tokens: int | None = None, max_batch_size: int = 64,
+                 workers: int | None = None, strict: bool = False, variant: str | None = None,
+                 truncate_dim: int | None = None, max_batch_tokens: int | None = None, max_batch_size: int = 64,
                  trt_cache_dir: str | None = None) -> None:
         self.artifact = Artifact(resolve_artifact(model_name_or_path))
         manifest = self.artifact.manifest
@@ -127,8 +130,9 @@ class SentenceTransformer:
         self._plan = specialize(plan, self.manifest.files[graph_variant.file].sha256, graph_variant.inputs,
                                 profile, trt_cache_dir)
         self.device = device or ("cpu" if providers is None else None)
+        text_plan, workers = split_threads(self._plan, workers)
         with self.artifact.verified_graph(graph_variant) as graph_path:
-            session = create_session(str(graph_path), self._plan, strict=strict)
+            session = create_session(str(graph_path), text_plan, strict=strict)
         active = session.get_providers()[0]
         on_gpu = active in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         self._trt_max_seq = profile.max_seq if active == "TensorrtExecutionProvider" else None
@@ -137,7 +141,8 @@ class SentenceTransformer:
         self.engine = Engine(session, spec.pad_token_id, max_batch_tokens,
                              seq_buckets=buckets if on_gpu else None,
                              io_binding=("cuda", self._plan.device_id) if on_gpu else None,
-                             max_batch_size=max_batch_size if self._plan.device == "tensorrt" else None)
+                             max_batch_size=max_batch_size if self._plan.device == "tensorrt" else None,
+                             workers=1 if on_gpu else workers)
         self.image_encoder = None
         if "vision" in manifest.towers:
             vision = manifest.towers["vision"]

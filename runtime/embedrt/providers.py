@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -146,6 +146,22 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+def split_threads(plan: SessionPlan, workers: int | None = None) -> tuple[SessionPlan, int]:
+    """How a text engine spends ``plan``'s threads: ``(plan for its session, workers)``.
+
+    On CPU, ``workers`` batches run at once (default: one per thread), each with
+    ``threads // workers`` intra-op threads; see :mod:`embedrt.engine` for why. A GPU plan runs one
+    batch at a time with the plan's threads.
+    """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if plan.on_gpu:
+        return plan, 1
+    threads = plan.threads or default_threads()
+    workers = workers or threads
+    return replace(plan, threads=max(1, threads // workers)), workers
 
 
 def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False) -> Any:
