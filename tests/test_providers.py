@@ -100,7 +100,7 @@ class _StrictOrt:
     the providers a GPU build without TensorRT's libraries activates."""
 
     def __init__(self, real):
-        self.real, self.seen = real, []
+        self.real, self.seen, self.disabled = real, [], []
 
     def __getattr__(self, name):
         return getattr(self.real, name)
@@ -108,9 +108,10 @@ class _StrictOrt:
     def get_available_providers(self):
         return ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
-    def InferenceSession(self, path, sess_options=None, providers=()):  # noqa: N802 - ORT's name
+    def InferenceSession(self, path, sess_options=None, providers=(), disabled_optimizers=None):  # noqa: N802
         names = [p if isinstance(p, str) else p[0] for p in providers]
         self.seen.append(names)
+        self.disabled.append(disabled_optimizers)
         try:
             no_cpu_fallback = sess_options.get_session_config_entry("session.disable_cpu_ep_fallback") == "1"
         except RuntimeError:  # ORT raises for a key that was never set
@@ -141,6 +142,10 @@ def test_strict_gpu_session_is_one_ort_accepts(minilm_artifact, monkeypatch, dev
         with pytest.raises(ProviderUnavailableError, match="activated"):
             providers.create_session(path, plan, strict=True)
     assert fake.seen[-1][-1] == "CPUExecutionProvider"
+    # ORT's fused BiasGelu is kept on GPUs; on CPU it is slower than Add + Gelu.
+    assert fake.disabled[-1] == []
+    providers.create_session(path, plan_providers("cpu"), strict=True)
+    assert fake.disabled[-1] == ["BiasGeluFusion"]
 
 
 def test_tensorrt_profile_reaches_the_position_limit(minilm_artifact):
