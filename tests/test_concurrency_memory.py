@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import embedrt
 import numpy as np
+import pytest
 from embedrt_export.verify import one_minus_cos
 
 
@@ -21,6 +24,32 @@ def test_eight_threads_give_exactly_the_serial_results(minilm_artifact, corpus_1
         parallel = list(pool.map(lambda job: model.encode(job, batch_size=16), jobs))
     for a, b in zip(serial, parallel):
         assert np.array_equal(a, b)
+
+
+def test_forked_child_encodes(minilm_artifact, corpus_1000, tmp_path):
+    """A process forked after the model has encoded (multiprocessing, pre-forking servers) encodes too:
+    it inherits the batch workers' pool but not their threads, so it must make its own."""
+    model = embedrt.SentenceTransformer(minilm_artifact, workers=2)
+    texts = corpus_1000[:100]
+    expected = model.encode(texts)
+    out = tmp_path / "child.npy"
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 1
+        try:
+            np.save(out, model.encode(texts))
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in encode")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status[1]) == 0
+    assert np.array_equal(np.load(out), expected)
 
 
 def test_batch_invariance_fp32(minilm_artifact, corpus_1000):

@@ -14,6 +14,7 @@ the int8_rowwise graph's throughput of one two-threaded run, with bit-identical 
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -166,7 +167,18 @@ class Engine:
         self._runner = _IOBindingRunner(session, *io_binding) if io_binding else None
         self.max_batch_size = max_batch_size
         self.workers = workers
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="embedrt-batch") if workers > 1 else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+
+    def _workers(self) -> ThreadPoolExecutor:
+        # A forked child (multiprocessing, a pre-forking server) inherits the pool object but not its
+        # threads, and would wait forever on work nobody takes: each process gets its own pool.
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embedrt-batch")
+                self._pool_pid = os.getpid()
+            return self._pool
 
     def _run(self, outputs: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self._runner is not None:
@@ -207,7 +219,7 @@ class Engine:
         def one(idx: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
             return idx, self._run(outputs, self._feeds(encoded, idx))
 
-        done = self._pool.map(one, plan) if self._pool is not None else map(one, plan)
+        done = self._workers().map(one, plan) if self.workers > 1 else map(one, plan)
         for idx, arrays in done:
             results = dict(zip(outputs, arrays))
             if SENTENCE in results:
