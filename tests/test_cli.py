@@ -22,7 +22,8 @@ def test_encode_lines_to_npy(minilm_artifact, tmp_path):
     src.write_text("first line\nsecond line\n\nfourth, after an empty one\n", encoding="utf-8")
     out = tmp_path / "out.npy"
     result = subprocess.run([sys.executable, "-m", "embedrt.cli", "encode", str(minilm_artifact), "-i", str(src),
-                             "-o", str(out)], capture_output=True, text=True, timeout=120)
+                             "-o", str(out), "--threads", "2", "--workers", "1"],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     got = np.load(out)
     expected = embedrt.SentenceTransformer(minilm_artifact).encode(

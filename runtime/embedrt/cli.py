@@ -62,7 +62,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     from .model import SentenceTransformer
 
-    model = SentenceTransformer(args.artifact, threads=args.threads, variant=args.variant)
+    model = SentenceTransformer(args.artifact, threads=args.threads, workers=args.workers, variant=args.variant)
     texts = _read_lines(args.input)
     embeddings = model.encode(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet,
                               normalize_embeddings=args.normalize)
@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", default="-", help="text file, one text per line ('-' = stdin)")
     p.add_argument("-o", "--output", required=True, help=".npy file to write")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=int, help="CPU threads in all (default: every core this process may use)")
+    p.add_argument("--workers", type=int, help="CPU batches run at once (default: one per thread; 1 for latency)")
     p.add_argument("--variant", help="graph variant (default: the manifest's default)")
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from .checks import check_positive_int
 from .tokenization import Encoded
 
 T = TypeVar("T")
@@ -40,8 +41,7 @@ def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | N
     the most padded tokens is halved until there are ``min_batches`` (one per worker), or until every
     batch is one text: a short call then still keeps every worker busy.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     order = np.argsort(-lengths, kind="stable")
     batches: list[np.ndarray] = []
     start = 0
@@ -153,8 +153,7 @@ class Engine:
     def __init__(self, session, pad_token_id: int, max_batch_tokens: int | None = None, *,
                  seq_buckets: Sequence[int] | None = None, io_binding: tuple[str, int] | None = None,
                  max_batch_size: int | None = None, workers: int = 1) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        check_positive_int("workers", workers)
         self.session = session
         self.pad_token_id = pad_token_id
         self.max_batch_tokens = max_batch_tokens

@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .checks import check_positive_int
 from .manifest import MANIFEST_NAME, Artifact, ArtifactError
 from .providers import SessionPlan, create_session, plan_providers
 
@@ -121,9 +122,7 @@ class ImageSpec:
         if self.resample not in RESAMPLE_FILTERS:
             raise ValueError(f"resample {self.resample!r} is not one of {RESAMPLE_FILTERS}")
         for name in ("shortest_edge", "crop_height", "crop_width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if max(self.crop_height, self.crop_width) > self.shortest_edge:
             raise ValueError(f"crop {self.crop_height}x{self.crop_width} is larger than the shortest edge "
                              f"{self.shortest_edge}; such a crop would pad, which embedrt does not reproduce")
@@ -300,8 +299,7 @@ class ImageEncoder:
         decoded; ``positions``/``name`` label errors as in :func:`preprocess`; ``on_batch(n)`` is
         called after each batch.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size)
         positions = list(positions) if positions is not None else list(range(len(items)))
         if len(positions) != len(items):
             raise ValueError(f"positions has {len(positions)} entries for {len(items)} images")

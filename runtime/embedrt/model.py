@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import images, isa, util
+from .checks import check_positive_int
 from .engine import SENTENCE, TOKENS, Engine, default_buckets
 from .hub import resolve_artifact
 from .manifest import Artifact
@@ -237,8 +238,7 @@ class SentenceTransformer:
                              f"got {output_value!r}")
         if precision not in util.PRECISIONS:
             raise ValueError(f"precision {precision!r} is not supported; use one of {util.PRECISIONS}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size)
 
     def _with_prompt(self, prompt: str | None, prompt_name: str | None) -> Any:
         text = self._resolve_prompt(prompt, prompt_name)

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .checks import check_positive_int
+
 logger = logging.getLogger(__name__)
 
 ProviderSpec = str | tuple[str, dict[str, Any]]
@@ -109,8 +111,8 @@ def plan_providers(device: str | None = None, providers: list[ProviderSpec] | No
     into ORT specs. TensorRT options that depend on the graph are added by :func:`specialize`."""
     if providers is not None and device is not None:
         raise ValueError("give either device= or providers=, not both")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    if threads is not None:
+        check_positive_int("threads", threads)
     if providers is not None:
         if not providers:
             raise ValueError("providers must not be empty")
@@ -160,8 +162,8 @@ def split_threads(plan: SessionPlan, workers: int | None = None) -> tuple[Sessio
     ``threads // workers`` intra-op threads; see :mod:`embedrt.engine` for why. A GPU plan runs one
     batch at a time with the plan's threads.
     """
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if workers is not None:
+        check_positive_int("workers", workers)
     if plan.on_gpu:
         return plan, 1
     threads = plan.threads or default_threads()
