@@ -407,17 +407,25 @@ def fidelity(reference: np.ndarray, candidate: np.ndarray, seed: int = 0) -> dic
             "pairs": FIDELITY_PAIRS, "top_k_overlap": float(np.mean(overlap)), "queries": queries, "k": k}
 
 
+def cycle_ratio(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> float | None:
+    """Median over cycles of ``reference``'s time / this path's time in the same cycle."""
+    ref = {run["cycle"]: run["encode_s"] for run in reference}
+    ratios = [ref[r["cycle"]] / r["encode_s"] for r in runs if r["cycle"] in ref]
+    return statistics.median(ratios) if ratios else None
+
+
 def summarize(rows: list[Contender], n_texts: int, tokens: int, ceiling_s: float) -> None:
-    """Medians over cycles into each row's ``summary``; ratios to sentence-transformers torch per cycle."""
-    reference = {run["cycle"]: run["encode_s"] for run in rows[0].runs}
+    """Medians over cycles into each row's ``summary``; ratios to sentence-transformers torch and to
+    its qint8 ONNX backend per cycle (the targets are set against both)."""
+    qint8 = next((row.runs for row in rows if row.key == "st-onnx-qint8"), [])
     for row in rows:
         if not row.runs:
             continue
         seconds = statistics.median(r["encode_s"] for r in row.runs)
-        ratios = [reference[r["cycle"]] / r["encode_s"] for r in row.runs if r["cycle"] in reference]
         row.summary = {
             "encode_s": seconds, "sentences_per_s": n_texts / seconds, "tokens_per_s": tokens / seconds,
-            "ratio_to_st_torch": statistics.median(ratios) if ratios else None,
+            "ratio_to_st_torch": cycle_ratio(row.runs, rows[0].runs),
+            "ratio_to_st_qint8": cycle_ratio(row.runs, qint8),
             "fraction_of_ceiling": ceiling_s / seconds,
             "cold_start_s": statistics.median(r["cold_start_s"] for r in row.runs),
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in row.runs),
@@ -486,15 +494,16 @@ def render_markdown(result: dict[str, Any]) -> str:
         "- Fidelity vs sentence-transformers torch fp32 on the same texts: max 1−cos; Spearman ρ of "
         f"{FIDELITY_PAIRS:,} fixed random pairs' cosine similarities; top-{TOP_K} overlap with the first "
         f"{result['fidelity_queries']} texts as queries against the rest.",
-        "", "| path | status | sentences/s | tokens/s | × ST torch | % of fp32 ceiling | cold start (s) "
-        "| peak RSS (MiB) | max 1−cos | Spearman | top-10 overlap | notes |",
-        "|---" * 12 + "|"]
+        "", "| path | status | sentences/s | tokens/s | × ST torch | × ST qint8 | % of fp32 ceiling "
+        "| cold start (s) | peak RSS (MiB) | max 1−cos | Spearman | top-10 overlap | notes |",
+        "|---" * 13 + "|"]
     for row in result["paths"]:
         status = row["status"] + (f": {row['reason']}" if row["reason"] else "")
         sm, fid = row["summary"] or {}, row["fidelity"] or {}
         is_ref = row["key"] == "st-torch"
         cells = [fmt(sm.get("sentences_per_s")), fmt(sm.get("tokens_per_s")),
                  f"{sm['ratio_to_st_torch']:.2f}" if sm.get("ratio_to_st_torch") is not None else "–",
+                 f"{sm['ratio_to_st_qint8']:.2f}" if sm.get("ratio_to_st_qint8") is not None else "–",
                  f"{100 * sm['fraction_of_ceiling']:.1f}%" if sm else "–",
                  f"{sm['cold_start_s']:.2f}" if sm else "–", f"{sm['peak_rss_mb']:,.0f}" if sm else "–",
                  "reference" if is_ref and sm else (f"{fid['max_one_minus_cos']:.2e}" if fid else "–"),

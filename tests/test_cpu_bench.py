@@ -78,6 +78,7 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
         assert 0 < s["sentences_per_s"] <= s["tokens_per_s"]
         assert s["cold_start_s"] > 0 and s["peak_rss_mb"] > 0 and s["fraction_of_ceiling"] > 0
         assert s["ratio_to_st_torch"] > 0
+        assert s["ratio_to_st_qint8"] is None  # no anchors venv, so no qint8 row to compare with
     assert rows["st-torch"]["summary"]["ratio_to_st_torch"] == 1.0
     assert rows["embedrt-fp32"]["summary"]["facts"]["variant"] == "fp32"
     assert data["artifact"]["default_variant"] == "fp32"
@@ -90,9 +91,17 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
     for key in ANCHOR_ROWS:
         assert rows[key]["status"] == "absent" and "run benchmarks/setup_anchors.sh" in rows[key]["reason"]
         assert not rows[key]["runs"] and rows[key]["summary"] is None
+    assert "| × ST torch | × ST qint8 | % of fp32 ceiling |" in markdown
     assert "| max 1−cos | Spearman | top-10 overlap |" in markdown
     assert "| sentence-transformers ONNX O3 | absent: run benchmarks/setup_anchors.sh" in markdown
     assert "| embedrt fp32 | ok |" in markdown and "| reference |" in markdown
+
+
+def test_ratios_pair_runs_of_the_same_cycle(bench):
+    path = [{"cycle": 0, "encode_s": 1.0}, {"cycle": 1, "encode_s": 4.0}, {"cycle": 2, "encode_s": 2.0}]
+    reference = [{"cycle": 0, "encode_s": 3.0}, {"cycle": 1, "encode_s": 4.0}]  # cycle 2 did not run
+    assert bench.cycle_ratio(path, reference) == 2.0  # median of 3.0 and 1.0
+    assert bench.cycle_ratio(path, []) is None
 
 
 def test_flop_count_pads_each_sorted_batch_to_its_longest(bench):
