@@ -123,3 +123,15 @@ def test_fidelity_is_perfect_for_a_copy_and_drops_for_noise(bench):
     assert same["top_k_overlap"] == 1.0 and same["queries"] == 200 and same["k"] == 10
     noisy = bench.fidelity(reference, reference + rng.standard_normal(reference.shape).astype(np.float32))
     assert noisy["max_one_minus_cos"] > 0.1 and noisy["spearman"] < 0.99 and noisy["top_k_overlap"] < 0.9
+
+
+def test_workers_script_times_each_setting_in_fresh_processes(exported):
+    artifact, _ = exported(MODEL)
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "workers.py"), str(artifact),
+                             "--texts", "40", "--cycles", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    assert lines[0].startswith("fp32") and "workers=1 (2 thread(s) each)" in lines[0]
+    assert "x workers=1 1.000" in lines[0]
+    assert "workers=2 (1 thread(s) each)" in lines[1]

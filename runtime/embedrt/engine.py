@@ -7,8 +7,9 @@ thread-safe because it keeps no per-call state and ORT's ``run`` is safe to call
 On CPU it runs several batches at once, each on its own core (``workers``), rather than one batch
 at a time split across the cores by ORT's intra-op pool: a transformer layer is dozens of small
 ops, and each op's fork/join across the pool stalls on the slowest core. On 2 cores (MiniLM-L6,
-1,000 fortunes, batches of 32) two single-threaded runs gave 1.11x the fp32 graph's and 1.08-1.53x
-the int8_rowwise graph's throughput of one two-threaded run, with bit-identical outputs.
+1,000 fortunes, batches of 32, ``benchmarks/workers.py``) two single-threaded runs gave the
+int8_rowwise graph 1.05-1.08x the throughput of one two-threaded run, and 1.47x while the VM had one
+of its slow phases; fp32 0.98-0.99x, and 1.11x in a slow phase. Outputs are bit-identical.
 """
 
 from __future__ import annotations
