@@ -93,9 +93,9 @@ class SentenceTransformer:
         device: "cpu" (default), "cuda", "cuda:N" or "tensorrt".
         providers: explicit ONNX Runtime providers list instead of ``device``.
         threads: CPU threads to use in all; default all cores this process may use.
-        workers: CPU only: text batches run at once, each on ``threads // workers`` threads
-            (default: one per thread, the highest throughput; ``workers=1`` gives one small batch,
-            such as a single query, all threads and so the lowest latency).
+        workers: CPU only: text batches run at once, each on ``threads // workers`` threads. Default 1:
+            every batch gets all threads (the lowest latency, and bounded memory); one worker per
+            thread is faster on long inputs, see ``embedrt.engine``.
         strict: raise instead of warning when the requested provider is not what runs.
         variant: graph variant from the manifest (default: the tower's default, ``fp32``).
         truncate_dim: keep only the first ``truncate_dim`` dimensions of sentence embeddings.

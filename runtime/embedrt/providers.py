@@ -158,16 +158,16 @@ def default_threads() -> int:
 def split_threads(plan: SessionPlan, workers: int | None = None) -> tuple[SessionPlan, int]:
     """How a text engine spends ``plan``'s threads: ``(plan for its session, workers)``.
 
-    On CPU, ``workers`` batches run at once (default: one per thread), each with
-    ``threads // workers`` intra-op threads; see :mod:`embedrt.engine` for why. A GPU plan runs one
-    batch at a time with the plan's threads.
+    On CPU, ``workers`` batches run at once (default 1), each with ``threads // workers`` intra-op
+    threads; see :mod:`embedrt.engine` for what more workers buy and cost. A GPU plan runs one batch at
+    a time with the plan's threads.
     """
     if workers is not None:
         check_positive_int("workers", workers)
     if plan.on_gpu:
         return plan, 1
     threads = plan.threads or default_threads()
-    workers = workers or threads
+    workers = workers or 1
     return replace(plan, threads=max(1, threads // workers)), workers
 
 
