@@ -4,7 +4,7 @@ The engine is the piece every front end drives (the ``SentenceTransformer`` faca
 server's dynamic batcher or a Ray actor next): it takes token ids, never raw text, and is
 thread-safe because it keeps no per-call state and ORT's ``run`` is safe to call concurrently.
 
-On CPU it runs several batches at once, each on its own core (``workers``), rather than one batch
+On CPU it can run several batches at once, each on its own core (``workers``), rather than one batch
 at a time split across the cores by ORT's intra-op pool: a transformer layer is dozens of small
 ops, and each op's fork/join across the pool stalls on the slowest core. On 2 cores (MiniLM-L6,
 1,000 fortunes, batches of 32, ``benchmarks/workers.py``) two single-threaded runs gave the

@@ -143,7 +143,7 @@ class SentenceTransformer:
                              seq_buckets=buckets if on_gpu else None,
                              io_binding=("cuda", self._plan.device_id) if on_gpu else None,
                              max_batch_size=max_batch_size if self._plan.device == "tensorrt" else None,
-                             workers=1 if on_gpu else workers)
+                             workers=workers)
         self.image_encoder = None
         if "vision" in manifest.towers:
             vision = manifest.towers["vision"]
