@@ -143,10 +143,10 @@ def test_strict_gpu_session_is_one_ort_accepts(minilm_artifact, monkeypatch, dev
         with pytest.raises(ProviderUnavailableError, match="activated"):
             providers.create_session(path, plan, strict=True)
     assert fake.seen[-1][-1] == "CPUExecutionProvider"
-    # ORT's fused BiasGelu is kept on GPUs; on CPU it is slower than Add + Gelu.
+    # ORT's fused BiasGelu and SkipLayerNorm are kept on GPUs; on CPU they are slower than their parts.
     assert fake.disabled[-1] == []
     providers.create_session(path, plan_providers("cpu"), strict=True)
-    assert fake.disabled[-1] == ["BiasGeluFusion"]
+    assert fake.disabled[-1] == ["BiasGeluFusion", "SkipLayerNormFusion"]
 
 
 def test_tensorrt_profile_reaches_the_position_limit(minilm_artifact):
