@@ -69,6 +69,17 @@ def test_stream_equals_encode(minilm_artifact, corpus_1000):
     assert one_minus_cos(np.concatenate(streamed), model.encode(texts)).max() <= 1e-6
 
 
+def test_callers_texts_do_not_grow(minilm_artifact):
+    """CPython caches a str's UTF-8 form on the str once a C library asks for it; tokenizing the
+    caller's own non-ASCII texts would make every text the caller keeps carry a second copy."""
+    model = embedrt.SentenceTransformer(minilm_artifact)
+    texts = ["Ünïcödé texts stay as the caller made them: " + "é" * 200, "ascii text", ("pär", "pair")]
+    sizes = [sys.getsizeof(t) for t in texts[:2]]
+    model.encode(texts[:2])
+    model.tokenizer.encode(texts)
+    assert [sys.getsizeof(t) for t in texts[:2]] == sizes
+
+
 def test_rss_does_not_grow_with_new_shapes(exported, fortunes):
     """RSS after 20,000 mixed-length texts stays within 10% of RSS after the first 2,000."""
     from conftest import sample_records

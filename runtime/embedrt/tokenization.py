@@ -64,11 +64,23 @@ class TextTokenizer:
     def encode(self, texts: Sequence[str | tuple[str, str]]) -> Encoded:
         """Tokenize texts (or ``(text, text_pair)`` tuples) without padding."""
         # The _fast variant skips character offsets, which nothing here reads (same ids; 10-20% less time).
-        encodings = self._tokenizer.encode_batch_fast(list(texts))
+        encodings = self._tokenizer.encode_batch_fast([_transient(t) for t in texts])
         return Encoded(
             ids=[np.asarray(e.ids, dtype=np.int64) for e in encodings],
             type_ids=[np.asarray(e.type_ids, dtype=np.int64) for e in encodings],
         )
+
+
+def _transient(text: TextInput) -> TextInput:
+    """A copy of a non-ASCII text for the tokenizer to read.
+
+    tokenizers reads a ``str`` through CPython's UTF-8 view, which CPython caches on the ``str``
+    for its lifetime: every non-ASCII text the caller keeps would carry a second copy of itself
+    (a 20,000-text corpus kept in a list grew by 5 MB). The copy dies after tokenizing.
+    """
+    if not isinstance(text, str):  # a (text, text_pair)
+        return type(text)(_transient(part) for part in text)  # type: ignore[return-value]
+    return text if text.isascii() else text.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
 
 
 def load_tokenizer(spec: TokenizerSpec, data: bytes) -> TextTokenizer | WhitespaceTokenizer:
