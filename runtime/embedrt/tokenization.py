@@ -7,6 +7,7 @@ model's ``max_seq_length`` and leaves padding to the engine, which pads per batc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -40,6 +41,7 @@ class TextTokenizer:
     def __init__(self, tokenizer_json: str, max_seq_length: int, pad_token_id: int,
                  model_max_length: int | None = None) -> None:
         self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        self._splits_on_spaces = _splits_on_spaces(json.loads(tokenizer_json).get("pre_tokenizer"))
         self._tokenizer.no_padding()
         self.pad_token_id = pad_token_id
         self.model_max_length = model_max_length
@@ -62,13 +64,57 @@ class TextTokenizer:
         self._max_seq_length = value
 
     def encode(self, texts: Sequence[str | tuple[str, str]]) -> Encoded:
-        """Tokenize texts (or ``(text, text_pair)`` tuples) without padding."""
+        """Tokenize texts (or ``(text, text_pair)`` tuples) without padding.
+
+        A text far longer than ``max_seq_length`` tokens can fill is tokenized from its head: the
+        words before a space, enough for ``max_seq_length`` tokens. Where the pre-tokenizer splits
+        at spaces, those words tokenize exactly as inside the whole text, and truncation keeps only
+        them; a head that falls short of ``max_seq_length`` tokens is redone from the whole text.
+        This spares tokenizing (and holding in memory) the rest of a long document.
+        """
+        heads = [self._head(t) for t in texts]
         # The _fast variant skips character offsets, which nothing here reads (same ids; 10-20% less time).
-        encodings = self._tokenizer.encode_batch_fast([_transient(t) for t in texts])
+        encodings = self._tokenizer.encode_batch_fast([h if h is not None else _transient(t)
+                                                       for h, t in zip(heads, texts)])
+        short = [i for i, h in enumerate(heads) if h is not None and len(encodings[i].ids) < self._max_seq_length]
+        for i, encoding in zip(short, self._tokenizer.encode_batch_fast([_transient(texts[i]) for i in short])):
+            encodings[i] = encoding
         return Encoded(
             ids=[np.asarray(e.ids, dtype=np.int64) for e in encodings],
             type_ids=[np.asarray(e.type_ids, dtype=np.int64) for e in encodings],
         )
+
+
+    def _head(self, text: str | tuple[str, str]) -> str | None:
+        """The words of ``text`` before its last space within the head limit; ``None``: use it whole."""
+        limit = HEAD_CHARS_PER_TOKEN * self._max_seq_length
+        if not self._splits_on_spaces or not isinstance(text, str) or len(text) <= limit:
+            return None
+        cut = text.rfind(" ", 0, limit)
+        head = text[:cut].rstrip(" ") if cut > 0 else ""
+        return head or None
+
+
+# A text longer than this many characters per token of ``max_seq_length`` is tokenized from its head
+# (English runs ~4-5 characters per token; a head that falls short is redone whole).
+HEAD_CHARS_PER_TOKEN = 8
+# Pre-tokenizers that split at every space (and only ever split further): under them a word's tokens
+# do not depend on the text after it.
+_SPACE_SPLITTERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Metaspace", "ByteLevel"}
+
+
+def _splits_on_spaces(pre_tokenizer: dict | None) -> bool:
+    """Whether a tokenizer.json ``pre_tokenizer`` splits at every space."""
+    if not pre_tokenizer:
+        return False
+    kind = pre_tokenizer.get("type")
+    if kind == "Sequence":
+        return any(_splits_on_spaces(p) for p in pre_tokenizer.get("pretokenizers", ()))
+    if kind == "Metaspace":
+        return pre_tokenizer.get("split", True) is not False
+    if kind == "ByteLevel":
+        return pre_tokenizer.get("use_regex", True) is not False
+    return kind in _SPACE_SPLITTERS
 
 
 def _transient(text: TextInput) -> TextInput:
