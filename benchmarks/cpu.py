@@ -283,13 +283,16 @@ def plan_contenders(target: Target, shape: dict[str, Any], args: argparse.Namesp
     default = embedrt.SentenceTransformer(target.artifact, threads=1).variant
     variants = sorted(manifest.towers["text"].variants, key=lambda v: (v != "fp32", v))
     for variant in variants:
-        row = Contender(f"embedrt-{variant}", f"embedrt {variant}", sys.executable,
-                        {"kind": "embedrt", "model_dir": str(target.artifact), "variant": variant, **common})
-        if variant == default:
-            row.notes.append("embedrt.SentenceTransformer(artifact)'s default")
-        if variant.startswith("int8") and (note := isa_note(variant, flags)):
-            row.notes.append(note)
-        rows.append(row)
+        for workers in args.workers:
+            suffix = ("", "") if workers == 1 else (f"-w{workers}", f", workers={workers}")
+            row = Contender(f"embedrt-{variant}{suffix[0]}", f"embedrt {variant}{suffix[1]}", sys.executable,
+                            {"kind": "embedrt", "model_dir": str(target.artifact), "variant": variant,
+                             "workers": workers, **common})
+            if variant == default and workers == 1:
+                row.notes.append("embedrt.SentenceTransformer(artifact)'s default")
+            if variant.startswith("int8") and (note := isa_note(variant, flags)):
+                row.notes.append(note)
+            rows.append(row)
     return rows, default
 
 
@@ -627,6 +630,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help="threads for every path and for the GEMM probe (default: usable cores)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", default="1",
+                        help="comma-separated batch worker counts, one embedrt row per variant and count "
+                             "(default 1, the runtime's default)")
     parser.add_argument("--corpus", type=Path, help="fortunes.jsonl (default: the fetch_models cache)")
     parser.add_argument("--anchors-venv", type=Path, default=cache_root() / "venv-anchors",
                         help="virtualenv made by benchmarks/setup_anchors.sh")
@@ -640,8 +646,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.gemm_min_s, args.timeout_s = preset["gemm_min_s"], preset["timeout_s"]
     if args.st_model and len(args.targets) != 1:
         parser.error("--st-model needs exactly one target")
-    if args.texts < 4 or args.repeats < 1 or args.threads < 1 or args.batch_size < 1:
-        parser.error("--texts must be at least 4; --repeats, --threads and --batch-size positive")
+    try:
+        args.workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        parser.error(f"--workers must be comma-separated integers, got {args.workers!r}")
+    if args.texts < 4 or args.repeats < 1 or args.threads < 1 or args.batch_size < 1 or min(args.workers) < 1:
+        parser.error("--texts must be at least 4; --repeats, --threads, --batch-size and --workers positive")
     return args
 
 

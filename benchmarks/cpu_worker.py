@@ -96,7 +96,8 @@ def load_embedrt(spec: dict[str, Any]) -> tuple[Encoder, dict[str, Any]]:
     """embedrt's SentenceTransformer facade on an artifact variant (``None``: the runtime's default)."""
     import embedrt
 
-    model = embedrt.SentenceTransformer(spec["model_dir"], variant=spec.get("variant"), threads=spec["threads"])
+    model = embedrt.SentenceTransformer(spec["model_dir"], variant=spec.get("variant"), threads=spec["threads"],
+                                       workers=spec.get("workers", 1))
     batch_size = spec["batch_size"]
     return (lambda texts: model.encode(texts, batch_size=batch_size),
             {"max_seq_length": model.max_seq_length, "batch_size": batch_size, "variant": model.variant,

@@ -52,7 +52,7 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
     out = tmp_path / "results"
     result = subprocess.run(
         [sys.executable, "benchmarks/cpu.py", str(artifact_with_int8), "--quick", "--texts", "120",
-         "--out", str(out), "--anchors-venv", str(tmp_path / "no-anchors-venv")],
+         "--out", str(out), "--anchors-venv", str(tmp_path / "no-anchors-venv"), "--workers", "1,2"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     markdown = (out / f"cpu-{MODEL}.md").read_text(encoding="utf-8")
@@ -71,7 +71,11 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
     assert data["ceiling"]["gflops"] == max(at_threads)
 
     rows = {r["key"]: r for r in data["paths"]}
-    assert list(rows) == ["st-torch", *ANCHOR_ROWS, "embedrt-fp32", "embedrt-int8_avx512_vnni"]
+    assert list(rows) == ["st-torch", *ANCHOR_ROWS, "embedrt-fp32", "embedrt-fp32-w2", "embedrt-int8_avx512_vnni",
+                          "embedrt-int8_avx512_vnni-w2"]
+    assert [rows[k]["summary"]["facts"]["workers"] for k in ("embedrt-fp32", "embedrt-fp32-w2")] == [1, 2]
+    assert rows["embedrt-fp32-w2"]["label"] == "embedrt fp32, workers=2"
+    assert not any("default" in note for note in rows["embedrt-fp32-w2"]["notes"])
     for key in ("st-torch", "embedrt-fp32", "embedrt-int8_avx512_vnni"):
         s = rows[key]["summary"]
         assert rows[key]["status"] == "ok", rows[key]["reason"]
