@@ -80,19 +80,21 @@ def test_callers_texts_do_not_grow(minilm_artifact):
     assert [sys.getsizeof(t) for t in texts[:2]] == sizes
 
 
-def test_rss_does_not_grow_with_new_shapes(exported, fortunes):
-    """RSS after 20,000 mixed-length texts stays within 10% of RSS after the first 2,000."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_rss_does_not_grow_with_new_shapes(exported, fortunes, workers):
+    """RSS after 20,000 mixed-length texts stays within 10% of RSS after the first 2,000, with one
+    batch in flight (the default) and with two (int8_rowwise's default)."""
     from conftest import sample_records
 
     artifact, _ = exported("paraphrase-MiniLM-L3-v2")
-    corpus_file = artifact.parent / "rss_corpus.txt"
+    corpus_file = artifact.parent / f"rss_corpus_{workers}.txt"
     texts = sample_records(fortunes, 20_000, n_long=500)
     random.Random(0).shuffle(texts)  # mixed lengths throughout, as in a real stream
     corpus_file.write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
     script = textwrap.dedent(f"""
         import psutil, embedrt
         texts = open({str(corpus_file)!r}, encoding="utf-8").read().split("\\n")
-        model = embedrt.SentenceTransformer({str(artifact)!r})
+        model = embedrt.SentenceTransformer({str(artifact)!r}, workers={workers})
         proc = psutil.Process()
         model.encode(texts[:2000], batch_size=32)
         first = proc.memory_info().rss

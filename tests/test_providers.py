@@ -38,6 +38,10 @@ def test_device_strings_become_provider_lists():
 
 def test_cpu_threads_go_to_concurrent_batches():
     assert split_threads(plan_providers(threads=4)) == (plan_providers(threads=4), 1)
+    assert split_threads(plan_providers(threads=4), variant="fp32") == (plan_providers(threads=4), 1)
+    assert split_threads(plan_providers(threads=4), variant="int8_rowwise") == (plan_providers(threads=2), 2)
+    assert split_threads(plan_providers(threads=1), variant="int8_rowwise") == (plan_providers(threads=1), 1)
+    assert split_threads(plan_providers(threads=4), 1, variant="int8_rowwise") == (plan_providers(threads=4), 1)
     assert split_threads(plan_providers(threads=4), 4) == (plan_providers(threads=1), 4)
     assert split_threads(plan_providers(threads=4), 2) == (plan_providers(threads=2), 2)
     assert split_threads(plan_providers(threads=2), 3) == (plan_providers(threads=1), 3)

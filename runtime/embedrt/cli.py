@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help=".npy file to write")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, help="CPU threads in all (default: every core this process may use)")
-    p.add_argument("--workers", type=int, help="CPU batches run at once (default 1; one per thread for throughput)")
+    p.add_argument("--workers", type=int, help="CPU batches run at once (default 1; 2 for the int8_rowwise graph)")
     p.add_argument("--variant", help="graph variant (default: the manifest's default)")
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -9,9 +9,9 @@ at a time split across the cores by ORT's intra-op pool: a transformer layer is 
 ops, and each op's fork/join across the pool stalls on the slowest core. On 2 cores (MiniLM-L6,
 1,000 fortunes, batches of 32, ``benchmarks/workers.py``) two single-threaded runs gave the
 int8_rowwise graph 1.05-1.08x the throughput of one two-threaded run, and 1.47x while the VM had one
-of its slow phases; fp32 0.98-0.99x, and 1.11x in a slow phase. Outputs are bit-identical. It is not
-the default: with two batches in flight, the process's RSS over a stream of 20,000 mixed-length texts
-grew 11-13% after the first 2,000 (one batch at a time: 7%), past the 10% the runtime promises.
+of its slow phases; fp32 0.98-0.99x, and 1.11x in a slow phase. Outputs are bit-identical. The
+facade runs int8_rowwise that way by default and other graphs one batch at a time, whose one-text
+latency is lower (``embedrt.providers.CPU_CONCURRENT_VARIANTS``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .checks import check_positive_int
+from .isa import INT8_ROWWISE
 
 logger = logging.getLogger(__name__)
 
@@ -157,19 +158,30 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def split_threads(plan: SessionPlan, workers: int | None = None) -> tuple[SessionPlan, int]:
+# Graph variants that run faster as two batches at once, each on half the threads, than as one batch
+# on all of them: int8_rowwise's many small quantize/rescale ops each fork and join across the
+# intra-op pool. Measured on 2 cores (benchmarks/cpu.py --workers 1,2, same run): MiniLM-L6 1.057x,
+# mpnet-base 1.01-1.41x (the larger gain in one of the VM's slow phases); fp32 graphs 0.98-1.06x and
+# dynamic int8 1.00x, so those keep one batch at a time and its lower one-text latency.
+CPU_CONCURRENT_VARIANTS = {INT8_ROWWISE: 2}
+
+
+def split_threads(plan: SessionPlan, workers: int | None = None,
+                  variant: str | None = None) -> tuple[SessionPlan, int]:
     """How a text engine spends ``plan``'s threads: ``(plan for its session, workers)``.
 
-    On CPU, ``workers`` batches run at once (default 1), each with ``threads // workers`` intra-op
-    threads; see :mod:`embedrt.engine` for what more workers buy and cost. A GPU plan runs one batch at
-    a time with the plan's threads.
+    On CPU, ``workers`` batches run at once, each with ``threads // workers`` intra-op threads; see
+    :mod:`embedrt.engine` for what more workers buy and cost. Without ``workers``: 1, or
+    :data:`CPU_CONCURRENT_VARIANTS`'s count for ``variant`` when there are threads for it. A GPU plan
+    runs one batch at a time with the plan's threads.
     """
     if workers is not None:
         check_positive_int("workers", workers)
     if plan.on_gpu:
         return plan, 1
     threads = plan.threads or default_threads()
-    workers = workers or 1
+    if workers is None:
+        workers = min(CPU_CONCURRENT_VARIANTS.get(variant or "", 1), threads)
     return replace(plan, threads=max(1, threads // workers)), workers
 
 
