@@ -53,7 +53,7 @@ import numpy as np
 from cpu_worker import ST_ONNX_FILES, versions
 from embedrt.engine import plan_batches
 from embedrt.manifest import MANIFEST_NAME, Artifact
-from embedrt.providers import default_threads
+from embedrt.providers import default_threads, plan_providers, split_threads
 from embedrt.tokenization import load_tokenizer
 from providers import _fmt as fmt
 from providers import cpu_flags, cpu_model, isa_note, load_fetcher, one_minus_cos
@@ -284,11 +284,12 @@ def plan_contenders(target: Target, shape: dict[str, Any], args: argparse.Namesp
     variants = sorted(manifest.towers["text"].variants, key=lambda v: (v != "fp32", v))
     for variant in variants:
         for workers in args.workers:
-            suffix = ("", "") if workers == 1 else (f"-w{workers}", f", workers={workers}")
+            suffix = ("", "") if workers is None else (f"-w{workers}", f", workers={workers}")
             row = Contender(f"embedrt-{variant}{suffix[0]}", f"embedrt {variant}{suffix[1]}", sys.executable,
                             {"kind": "embedrt", "model_dir": str(target.artifact), "variant": variant,
                              "workers": workers, **common})
-            if variant == default and workers == 1:
+            default_workers = split_threads(plan_providers(threads=args.threads), None, variant)[1]
+            if variant == default and workers in (None, default_workers):
                 row.notes.append("embedrt.SentenceTransformer(artifact)'s default")
             if variant.startswith("int8") and (note := isa_note(variant, flags)):
                 row.notes.append(note)
@@ -630,9 +631,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help="threads for every path and for the GEMM probe (default: usable cores)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", default="1",
+    parser.add_argument("--workers",
                         help="comma-separated batch worker counts, one embedrt row per variant and count "
-                             "(default 1, the runtime's default)")
+                             "(default: one row per variant with the runtime's own count)")
     parser.add_argument("--corpus", type=Path, help="fortunes.jsonl (default: the fetch_models cache)")
     parser.add_argument("--anchors-venv", type=Path, default=cache_root() / "venv-anchors",
                         help="virtualenv made by benchmarks/setup_anchors.sh")
@@ -647,10 +648,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.st_model and len(args.targets) != 1:
         parser.error("--st-model needs exactly one target")
     try:
-        args.workers = [int(w) for w in args.workers.split(",")]
+        args.workers = [int(w) for w in args.workers.split(",")] if args.workers else [None]
     except ValueError:
         parser.error(f"--workers must be comma-separated integers, got {args.workers!r}")
-    if args.texts < 4 or args.repeats < 1 or args.threads < 1 or args.batch_size < 1 or min(args.workers) < 1:
+    if args.texts < 4 or args.repeats < 1 or args.threads < 1 or args.batch_size < 1 or \
+            min(w or 1 for w in args.workers) < 1:
         parser.error("--texts must be at least 4; --repeats, --threads, --batch-size and --workers positive")
     return args
 

@@ -97,7 +97,7 @@ def load_embedrt(spec: dict[str, Any]) -> tuple[Encoder, dict[str, Any]]:
     import embedrt
 
     model = embedrt.SentenceTransformer(spec["model_dir"], variant=spec.get("variant"), threads=spec["threads"],
-                                       workers=spec.get("workers", 1))
+                                       workers=spec.get("workers"))
     batch_size = spec["batch_size"]
     return (lambda texts: model.encode(texts, batch_size=batch_size),
             {"max_seq_length": model.max_seq_length, "batch_size": batch_size, "variant": model.variant,

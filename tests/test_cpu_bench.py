@@ -71,12 +71,12 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
     assert data["ceiling"]["gflops"] == max(at_threads)
 
     rows = {r["key"]: r for r in data["paths"]}
-    assert list(rows) == ["st-torch", *ANCHOR_ROWS, "embedrt-fp32", "embedrt-fp32-w2", "embedrt-int8_avx512_vnni",
-                          "embedrt-int8_avx512_vnni-w2"]
-    assert [rows[k]["summary"]["facts"]["workers"] for k in ("embedrt-fp32", "embedrt-fp32-w2")] == [1, 2]
+    assert list(rows) == ["st-torch", *ANCHOR_ROWS, "embedrt-fp32-w1", "embedrt-fp32-w2",
+                          "embedrt-int8_avx512_vnni-w1", "embedrt-int8_avx512_vnni-w2"]
+    assert [rows[k]["summary"]["facts"]["workers"] for k in ("embedrt-fp32-w1", "embedrt-fp32-w2")] == [1, 2]
     assert rows["embedrt-fp32-w2"]["label"] == "embedrt fp32, workers=2"
     assert not any("default" in note for note in rows["embedrt-fp32-w2"]["notes"])
-    for key in ("st-torch", "embedrt-fp32", "embedrt-int8_avx512_vnni"):
+    for key in ("st-torch", "embedrt-fp32-w1", "embedrt-int8_avx512_vnni-w2"):
         s = rows[key]["summary"]
         assert rows[key]["status"] == "ok", rows[key]["reason"]
         assert 0 < s["sentences_per_s"] <= s["tokens_per_s"]
@@ -84,10 +84,10 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
         assert s["ratio_to_st_torch"] > 0
         assert s["ratio_to_st_qint8"] is None  # no anchors venv, so no qint8 row to compare with
     assert rows["st-torch"]["summary"]["ratio_to_st_torch"] == 1.0
-    assert rows["embedrt-fp32"]["summary"]["facts"]["variant"] == "fp32"
+    assert rows["embedrt-fp32-w1"]["summary"]["facts"]["variant"] == "fp32"
     assert data["artifact"]["default_variant"] == "fp32"
-    assert "default" in rows["embedrt-fp32"]["notes"][0]
-    for key in ("embedrt-fp32", "embedrt-int8_avx512_vnni"):
+    assert "default" in rows["embedrt-fp32-w1"]["notes"][0]  # fp32 runs one batch at a time by default
+    for key in ("embedrt-fp32-w1", "embedrt-int8_avx512_vnni-w2"):
         fid = rows[key]["fidelity"]
         assert fid["max_one_minus_cos"] < 1e-5 and fid["spearman"] > 0.9999 and fid["top_k_overlap"] > 0.95
         assert fid["pairs"] == 2000 and fid["queries"] == 60
@@ -98,7 +98,7 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
     assert "| × ST torch | × ST qint8 | % of fp32 ceiling |" in markdown
     assert "| max 1−cos | Spearman | top-10 overlap |" in markdown
     assert "| sentence-transformers ONNX O3 | absent: run benchmarks/setup_anchors.sh" in markdown
-    assert "| embedrt fp32 | ok |" in markdown and "| reference |" in markdown
+    assert "| embedrt fp32, workers=1 | ok |" in markdown and "| reference |" in markdown
 
 
 def test_ratios_pair_runs_of_the_same_cycle(bench):
