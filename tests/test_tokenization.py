@@ -64,3 +64,14 @@ def test_head_cut_only_where_spaces_split(model_path):
     spec = json.loads((model_path("all-MiniLM-L6-v2") / "tokenizer.json").read_text(encoding="utf-8"))
     spec["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Isolated", "invert": False}
     assert not TextTokenizer(json.dumps(spec), 128, pad_token_id=0)._splits_on_spaces
+
+
+def test_head_cut_not_where_the_normalizer_joins_words(model_path, twin_assets):
+    """A Replace that matches a space with something else can join two words across the cut."""
+    spec = json.loads(twin_assets.xlmr_tokenizer.read_text(encoding="utf-8"))  # Metaspace: words split at spaces
+    normalizers = spec["normalizer"]["normalizers"]
+    assert TextTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces  # its " {2,}" collapse is safe
+    normalizers.append({"type": "Replace", "pattern": {"String": " ,"}, "content": ","})
+    assert not TextTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces
+    normalizers[-1] = {"type": "Replace", "pattern": {"Regex": "\\s*,"}, "content": ","}
+    assert not TextTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces

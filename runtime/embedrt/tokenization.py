@@ -8,6 +8,7 @@ model's ``max_seq_length`` and leaves padding to the engine, which pads per batc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,7 +42,9 @@ class TextTokenizer:
     def __init__(self, tokenizer_json: str, max_seq_length: int, pad_token_id: int,
                  model_max_length: int | None = None) -> None:
         self._tokenizer = Tokenizer.from_str(tokenizer_json)
-        self._splits_on_spaces = _splits_on_spaces(json.loads(tokenizer_json).get("pre_tokenizer"))
+        spec = json.loads(tokenizer_json)
+        self._splits_on_spaces = (_splits_on_spaces(spec.get("pre_tokenizer"))
+                                  and _keeps_spaces(spec.get("normalizer")))
         self._tokenizer.no_padding()
         self.pad_token_id = pad_token_id
         self.model_max_length = model_max_length
@@ -115,6 +118,26 @@ def _splits_on_spaces(pre_tokenizer: dict | None) -> bool:
     if kind == "ByteLevel":
         return pre_tokenizer.get("use_regex", True) is not False
     return kind in _SPACE_SPLITTERS
+
+
+# A Replace pattern made only of whitespace and quantifiers (" {2,}", r"\s+") collapses runs of spaces.
+_SPACE_RUN = re.compile(r"(?:\s|\\s|[+*?]|\{\d*,?\d*\})+")
+
+
+def _keeps_spaces(normalizer: dict | None) -> bool:
+    """Whether a tokenizer.json ``normalizer`` leaves every word boundary where it is: no ``Replace``
+    matches a space together with something else (which could join two words, e.g. ``" '"`` -> ``"'"``)."""
+    if not normalizer:
+        return True
+    kind = normalizer.get("type")
+    if kind == "Sequence":
+        return all(_keeps_spaces(n) for n in normalizer.get("normalizers", ()))
+    if kind == "Replace":
+        pattern = normalizer.get("pattern", {})
+        text = pattern.get("String", pattern.get("Regex", ""))
+        touches_space = " " in text or "\\s" in text
+        return not touches_space or _SPACE_RUN.fullmatch(text) is not None
+    return True
 
 
 def _transient(text: TextInput) -> TextInput:
