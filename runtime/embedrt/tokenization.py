@@ -87,7 +87,6 @@ class TextTokenizer:
             type_ids=[np.asarray(e.type_ids, dtype=np.int64) for e in encodings],
         )
 
-
     def _head(self, text: str | tuple[str, str]) -> str | None:
         """The words of ``text`` before its last space within the head limit; ``None``: use it whole."""
         limit = HEAD_CHARS_PER_TOKEN * self._max_seq_length
