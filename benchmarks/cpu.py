@@ -283,12 +283,12 @@ def plan_contenders(target: Target, shape: dict[str, Any], args: argparse.Namesp
     default = embedrt.SentenceTransformer(target.artifact, threads=1).variant
     variants = sorted(manifest.towers["text"].variants, key=lambda v: (v != "fp32", v))
     for variant in variants:
+        default_workers = split_threads(plan_providers(threads=args.threads), None, variant)[1]
         for workers in args.workers:
             suffix = ("", "") if workers is None else (f"-w{workers}", f", workers={workers}")
             row = Contender(f"embedrt-{variant}{suffix[0]}", f"embedrt {variant}{suffix[1]}", sys.executable,
                             {"kind": "embedrt", "model_dir": str(target.artifact), "variant": variant,
                              "workers": workers, **common})
-            default_workers = split_threads(plan_providers(threads=args.threads), None, variant)[1]
             if variant == default and workers in (None, default_workers):
                 row.notes.append("embedrt.SentenceTransformer(artifact)'s default")
             if variant.startswith("int8") and (note := isa_note(variant, flags)):
