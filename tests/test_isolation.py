@@ -59,6 +59,8 @@ def test_built_wheel_base_requirements_have_no_torch(tmp_path):
                     "-w", str(tmp_path), str(ROOT)], check=True, timeout=300)
     wheel = next(tmp_path.glob("embedrt-*.whl"))
     with zipfile.ZipFile(wheel) as zf:
+        # The kernel library is built into the wheel, beside the package it is loaded from.
+        assert any(n.startswith("embedrt/_kernels") and n.endswith((".so", ".pyd")) for n in zf.namelist())
         meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         meta = Parser().parsestr(zf.read(meta_name).decode())
     requires = meta.get_all("Requires-Dist") or []

@@ -23,8 +23,9 @@ AVX2_CPUINFO = "flags\t\t: sse4_2 avx avx2 fma avx_vnni\n"
 SSE_CPUINFO = "flags\t\t: fpu sse sse2 sse4_2\n"
 ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimddp\n"
 
-ALL = ["fp32", "optimized", "fp16", "int8_rowwise", "int8_blockwise", "int8_avx2", "int8_avx512", "int8_avx512_vnni",
-       "int8_arm64"]
+ALL = ["fp32", "optimized", "fp16", "int8_rowwise", "int8_rowwise_fused", "int8_blockwise", "int8_avx2", "int8_avx512",
+       "int8_avx512_vnni", "int8_arm64"]
+ROWWISE = ["int8_rowwise", "int8_rowwise_fused"]
 CALIBRATION = ["A man is eating food.", "Ein Mann isst Brot.", "short", "", "a much longer sentence " * 9,
                "The quick brown fox jumps over the lazy dog."] * 6
 
@@ -55,12 +56,13 @@ def test_detect_isa_on_this_host_is_a_known_value():
 
 
 @pytest.mark.parametrize(("cpu_isa", "available", "expected"), [
-    ("avx512_vnni", ALL, "int8_rowwise"),
-    ("arm64", ALL, "int8_rowwise"),
+    ("avx512_vnni", ALL, "int8_rowwise_fused"),
+    ("arm64", ALL, "int8_rowwise_fused"),
+    ("avx512_vnni", ["fp32", "int8_rowwise", "int8_avx512_vnni"], "int8_rowwise"),
     # u8 activations x s8 weights saturate in vpmaddubsw: row-wise int8 needs VNNI (or Arm).
-    ("avx512", ["fp32", "int8_rowwise"], "fp32"),
-    ("avx2", ["fp32", "int8_rowwise"], "fp32"),
-    ("avx512_vnni", ALL[:3] + ALL[4:], "int8_avx512_vnni"),
+    ("avx512", ["fp32", *ROWWISE], "fp32"),
+    ("avx2", ["fp32", *ROWWISE], "fp32"),
+    ("avx512_vnni", [v for v in ALL if v not in ROWWISE], "int8_avx512_vnni"),
     ("avx512_vnni", ["fp32", "optimized", "int8_avx2"], "int8_avx2"),
     ("avx512", ALL, "int8_avx512"),
     ("avx2", ALL, "int8_avx2"),
@@ -189,6 +191,7 @@ def test_twin_optimized_keeps_fp32_parity_and_fuses(twin_with_variants):
     ("int8_blockwise", 1e-4),
     # Per-row scales: only float32 rounding in the fp32 parts can move with the batch (dynamic int8: ~1e-2).
     ("int8_rowwise", 1e-6),
+    ("int8_rowwise_fused", 1e-6),
 ])
 def test_twin_int8_is_batch_invariant(twin_with_variants, variant, limit):
     from embedrt_export.verify import one_minus_cos
@@ -201,11 +204,12 @@ def test_twin_int8_is_batch_invariant(twin_with_variants, variant, limit):
         assert float(one_minus_cos(alone, model.encode(texts, batch_size=batch_size)).max()) <= limit
 
 
-def test_twin_rowwise_int8_eight_threads_match_serial(twin_with_variants):
+@pytest.mark.parametrize("variant", ROWWISE)
+def test_twin_rowwise_int8_eight_threads_match_serial(twin_with_variants, variant):
     from concurrent.futures import ThreadPoolExecutor
 
     artifact, _, _ = twin_with_variants
-    model = embedrt.SentenceTransformer(artifact, variant="int8_rowwise", threads=2)
+    model = embedrt.SentenceTransformer(artifact, variant=variant, threads=2)
     chunks = [[f"thread {i} text {j} " + "word " * ((i * j) % 11) for j in range(12)] for i in range(8)]
     serial = [model.encode(chunk) for chunk in chunks]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -234,6 +238,62 @@ def test_rowwise_quantizes_the_encoder_once_per_input(twin_with_variants):
     assert ops.count("QuantizeLinear") == len(groups)
     float_parts = [n for n in int8.node if n.name.endswith("/float_part")]
     assert len(float_parts) == sum(len(g.matmuls) for g in groups if int(0.01 * g.channels) > 0)
+
+
+def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_variants):
+    """int8_rowwise_fused: int8_rowwise's MatMulIntegerToFloat per linear layer, between embedrt's kernels.
+    One RowQuantize per group except the feed-forward output's, which the GELU before it writes; the
+    residual Add + LayerNorm after attention and after the feed-forward block folded into the rescale.
+    Same calibration as int8_rowwise, so the two graphs agree up to float rounding."""
+    from collections import Counter
+
+    import onnx
+    from embedrt_export import rowwise
+    from embedrt_export.verify import one_minus_cos
+
+    artifact, _, candidates = twin_with_variants
+    by_name = {c.name: c for c in candidates}
+    fp32 = onnx.load(str(artifact / "text" / "model.onnx"))
+    groups = rowwise.linear_groups(fp32)
+    layers = sum(n.op_type == "Erf" for n in fp32.graph.node)
+    assert layers >= 2
+    fused = onnx.load_from_string(by_name["int8_rowwise_fused"].onnx_bytes)
+    ops = Counter(f"{n.domain}:{n.op_type}" for n in fused.graph.node)
+    assert ops["com.microsoft:MatMulIntegerToFloat"] == sum(len(g.matmuls) for g in groups)
+    assert ops["ai.embedrt:RowDequantizeGeluQuantize"] == layers
+    assert ops["ai.embedrt:RowQuantize"] == len(groups) - layers
+    assert ops["ai.embedrt:RowDequantizeAddLayerNorm"] == 2 * layers
+    assert ops["ai.embedrt:RowDequantize"] == sum(len(g.matmuls) for g in groups) - 3 * layers
+    assert ops[":LayerNormalization"] == 1 and not ops[":Erf"] and not ops[":QuantizeLinear"]  # embeddings' LN
+    assert "ai.embedrt" in {o.domain for o in fused.opset_import}
+    assert by_name["int8_rowwise_fused"].custom_ops == ("ai.embedrt",) and not by_name["int8_rowwise"].custom_ops
+    texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(24)]
+    portable, kernels = (embedrt.SentenceTransformer(artifact, variant=v, threads=1).encode(texts) for v in ROWWISE)
+    assert float(one_minus_cos(portable, kernels).max()) < 1e-3
+
+
+def test_without_the_kernel_library_the_fused_graph_is_skipped_aloud_or_refused(twin_with_variants, tmp_path,
+                                                                                monkeypatch, caplog):
+    import logging
+
+    from embedrt import kernels
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(twin_with_variants[0], artifact)
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    for name in ROWWISE:  # as if both had passed their gates at export
+        manifest["towers"]["text"]["variants"][name]["parity"] = {"spearman": 1.0, "top10_overlap": 1.0,
+                                                                  "batch_one_minus_cos": 0.0}
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(isa, "detect_isa", lambda *args, **kwargs: "avx512_vnni")
+    assert embedrt.SentenceTransformer(artifact, threads=1).variant == "int8_rowwise_fused"
+    monkeypatch.setattr(kernels, "library_path", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="embedrt.model"):
+        model = embedrt.SentenceTransformer(artifact, threads=1)
+    assert model.variant == "int8_rowwise"
+    assert "'int8_rowwise_fused'" in caplog.text and "kernel library" in caplog.text
+    with pytest.raises(kernels.KernelLibraryError, match="C\\+\\+17 compiler.*variant='int8_rowwise'"):
+        embedrt.SentenceTransformer(artifact, variant="int8_rowwise_fused", threads=1)
 
 
 def test_rowwise_outlier_channels_run_in_fp32_and_rows_quantize_alone():
@@ -394,8 +454,8 @@ def test_identical_graphs_share_a_file(twin_with_variants):
 
 
 def test_export_writes_gated_variants_and_runtime_picks_a_safe_one(model_path, corpus_1000, tmp_path):
-    """Through export(): each variant measured on real text, gated, recorded. int8_rowwise keeps
-    ranking and is batch-invariant, so on a VNNI/Arm CPU it is the default; dynamic int8 is written
+    """Through export(): each variant measured on real text, gated, recorded. int8_rowwise(_fused) keeps
+    ranking and is batch-invariant, so on a VNNI/Arm CPU the fused one is the default; dynamic int8 is written
     (named on request) but never picked automatically."""
     import embedrt
     from embedrt_export import export
@@ -403,17 +463,19 @@ def test_export_writes_gated_variants_and_runtime_picks_a_safe_one(model_path, c
 
     said: list[str] = []
     manifest = export(model_path("all-MiniLM-L6-v2"), tmp_path / "a",
-                      variants=["optimized", "int8_avx512_vnni", "int8_rowwise"],
+                      variants=["optimized", "int8_avx512_vnni", "int8_rowwise", "int8_rowwise_fused"],
                       fidelity_texts=corpus_1000[:400], log=said.append)
     variants = manifest.towers["text"].variants
     assert variants["optimized"].parity["max_one_minus_cos"] <= 1e-6
-    assert "int8_rowwise" in variants, said
-    assert variants["int8_rowwise"].parity["batch_one_minus_cos"] <= 1e-6
+    for name in ROWWISE:
+        assert name in variants, said
+        assert variants[name].parity["batch_one_minus_cos"] <= 1e-6
+    assert variants["int8_rowwise_fused"].custom_ops == ("ai.embedrt",) and not variants["int8_rowwise"].custom_ops
     for name in ("optimized", "int8_avx512_vnni"):
         if name in variants:
             assert not GATES[name].failures(variants[name].parity)
         else:
             assert any(line.startswith(f"variant {name} not written") for line in said), said
-    expected = "int8_rowwise" if isa.detect_isa() in ("avx512_vnni", "arm64") else "fp32"
+    expected = "int8_rowwise_fused" if isa.detect_isa() in ("avx512_vnni", "arm64") else "fp32"
     assert embedrt.SentenceTransformer(tmp_path / "a").variant == expected
     assert embedrt.SentenceTransformer(tmp_path / "a", variant="optimized").variant == "optimized"

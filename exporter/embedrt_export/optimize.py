@@ -60,13 +60,14 @@ class Fused:
     fused_ops: dict[str, int]
 
 
-def with_ms_domain(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Add the com.microsoft opset import when the graph uses contrib ops (in place; returns ``model``)."""
+def with_op_domains(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Add an opset import for each op domain besides ONNX's that the graph uses, e.g. com.microsoft's
+    contrib ops or embedrt's ``ai.embedrt`` kernels (in place; returns ``model``)."""
     # optimize_model only adds the com.microsoft opset import when it saves to a file; graphs
     # passed around as bytes need it too, or onnx shape inference (used by the quantizer) fails.
-    if any(n.domain == MS_DOMAIN for n in model.graph.node) and \
-            not any(o.domain == MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+    imported = {o.domain for o in model.opset_import}
+    for domain in sorted({n.domain for n in model.graph.node} - imported - {"", "ai.onnx"}):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
     return model
 
 
@@ -87,7 +88,7 @@ def fuse(onnx_bytes: bytes, facts: ArchFacts) -> Fused:
     optimizer = optimize_model(onnx.load_from_string(onnx_bytes), model_type=ORT_MODEL_TYPE,
                                num_heads=facts.num_heads, hidden_size=facts.hidden_size, opt_level=0,
                                optimization_options=fusion_options(), use_gpu=False)
-    model = with_ms_domain(optimizer.model)
+    model = with_op_domains(optimizer.model)
     counts: dict[str, int] = {}
     for node in model.graph.node:
         if node.op_type in FUSED_OP_TYPES:
@@ -166,4 +167,4 @@ def to_fp16(onnx_bytes: bytes) -> bytes:
     wrapped.convert_float_to_float16(keep_io_types=True, op_block_list=list(FP16_BLOCKED_OPS),
                                      node_block_list=head_nodes(model) + index_nodes(model))
     _drop_repeated_casts(wrapped.model)
-    return with_ms_domain(wrapped.model).SerializeToString()
+    return with_op_domains(wrapped.model).SerializeToString()

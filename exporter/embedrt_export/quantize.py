@@ -30,7 +30,7 @@ from pathlib import Path
 
 import onnx
 
-from .optimize import with_ms_domain
+from .optimize import with_op_domains
 
 BLOCK_SIZE = 32
 # QAttention (from a fused Attention op) and MatMul; embedding tables (Gather/EmbedLayerNormalization)
@@ -85,4 +85,4 @@ def quantize_blockwise_int8(onnx_bytes: bytes, block_size: int = BLOCK_SIZE) -> 
     quantizer = MatMulNBitsQuantizer(onnx.load_from_string(onnx_bytes), bits=8, block_size=block_size,
                                      is_symmetric=True, accuracy_level=4)
     quantizer.process()
-    return with_ms_domain(quantizer.model.model).SerializeToString()
+    return with_op_domains(quantizer.model.model).SerializeToString()

@@ -36,9 +36,11 @@ from typing import Any
 
 import numpy as np
 import onnx
+from embedrt.kernels import DOMAIN as KERNELS_DOMAIN
 from onnx import TensorProto, helper, numpy_helper
 
-from .optimize import MS_DOMAIN, head_nodes, with_ms_domain
+from .kernel_fusion import fuse_epilogues
+from .optimize import MS_DOMAIN, head_nodes, with_op_domains
 
 SMOOTH_ALPHA = 0.5
 FLOAT_FRACTION = 0.01
@@ -175,8 +177,13 @@ def _bias_adds(graph: onnx.GraphProto,
     return found
 
 
-def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibration) -> onnx.ModelProto:
+def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibration, *,
+            kernels: bool = False) -> onnx.ModelProto:
     """Replace each group's MatMuls with per-row quantization + ``MatMulIntegerToFloat`` (in place).
+
+    With ``kernels``, a group's quantization is one ``ai.embedrt.RowQuantize`` and each MatMul's
+    rescale, fp32 channels and bias one ``ai.embedrt.RowDequantize`` (embedrt's kernel library,
+    ``runtime/kernels``), on the same constants and arithmetic; the graph then needs that library.
 
     A group works on its input flattened to 2-D rows (tokens x channels) and each MatMul's result is
     reshaped back: QuantizeLinear's per-axis form needs 2-D rows anyway, and the fp32 channels can
@@ -196,7 +203,7 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
     flat = const(np.array([-1], np.int64), "rowwise/flat")
     first = const(np.array([0], np.int64), "rowwise/first")
     replaced = {id(node): (i, j) for i, g in enumerate(groups) for j, node in enumerate(g.matmuls)}
-    with_floats = [m for i, g in enumerate(groups) if calibration.float_channels[i].size for m in g.matmuls]
+    with_floats = [m for i, g in enumerate(groups) if kernels or calibration.float_channels[i].size for m in g.matmuls]
     biases = _bias_adds(graph, with_floats)
     folded = {id(add) for add, _ in biases.values()}
     quantized: set[int] = set()
@@ -211,6 +218,10 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
         i, j = replaced[id(node)]
         group, p = groups[i], f"rowwise/{i}"
         zp, smooth, floats = calibration.zero_point[i], calibration.smooth[i], calibration.float_channels[i]
+        if kernels:
+            nodes += _kernel_nodes(group, i, j, node, calibration, biases, i not in quantized, const)
+            quantized.add(i)
+            continue
         if i not in quantized:
             quantized.add(i)
             # x/s per channel, then per row: scale = max(hi/(255-z), -lo/z), q = round(x/scale) + z.
@@ -267,14 +278,53 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    return with_ms_domain(model)
+    return with_op_domains(model)
 
 
-def quantize_rowwise_int8(onnx_bytes: bytes, feeds: list[Mapping[str, np.ndarray]]) -> bytes:
-    """The row-wise int8 graph of an fp32 text graph, calibrated on ``feeds`` (tokenized real text)."""
+def _kernel_nodes(group: Group, i: int, j: int, node: onnx.NodeProto, calibration: Calibration,
+                  biases: dict[str, tuple[onnx.NodeProto, np.ndarray]], first: bool,
+                  const: Any) -> list[onnx.NodeProto]:
+    """Group ``i``'s MatMul ``j`` on embedrt's kernels (and, for the group's first MatMul, its RowQuantize)."""
+    p, q = f"rowwise/{i}", f"rowwise/{i}/{j}"
+    zp, smooth, floats = calibration.zero_point[i], calibration.smooth[i], calibration.float_channels[i]
+    nodes = []
+    if first:
+        inv_smooth = 1 / smooth
+        inv_smooth[floats] = 0.0
+        inputs = [group.input, const(inv_smooth, p + "/inv_smooth"),
+                  const(floats.astype(np.int64), p + "/float_channels"), const(np.array(zp, np.uint8), p + "/zp")]
+        nodes.append(helper.make_node("RowQuantize", inputs, [p + "/q", p + "/scale", p + "/x_float_1"],
+                                      domain=KERNELS_DOMAIN, name=p + "/RowQuantize"))
+    weight, w_scale = _quantize_weight(group.weights[j], smooth, floats)
+    add, bias = biases.get(node.output[0], (None, np.zeros(group.weights[j].shape[1], np.float32)))
+    w_float = np.concatenate([group.weights[j][floats], bias[None, :]]).astype(np.float32)
+    nodes += [
+        helper.make_node("MatMulIntegerToFloat",
+                         [p + "/q", const(weight, q + "/w"), "rowwise/one", const(w_scale, q + "/w_scale"), p + "/zp"],
+                         [q + "/y_unscaled"], domain=MS_DOMAIN, name=q + "/MatMulIntegerToFloat"),
+        helper.make_node("RowDequantize", [q + "/y_unscaled", p + "/scale", p + "/x_float_1",
+                                           const(w_float, q + "/w_float"), group.input],
+                         [add.output[0] if add is not None else node.output[0]], domain=KERNELS_DOMAIN,
+                         name=q + "/RowDequantize"),
+    ]
+    return nodes
+
+
+def calibrate_graph(onnx_bytes: bytes, feeds: list[Mapping[str, np.ndarray]]) -> Calibration:
+    """:func:`calibrate` an fp32 text graph's linear groups on ``feeds`` (tokenized real text)."""
     model = onnx.load_from_string(onnx_bytes)
     groups = linear_groups(model)
     if not groups:
         raise ValueError("no MatMul with constant weights to quantize")
-    calibration = calibrate(model, groups, feeds)
-    return rewrite(model, groups, calibration).SerializeToString()
+    return calibrate(model, groups, feeds)
+
+
+def quantize_rowwise_int8(onnx_bytes: bytes, calibration: Calibration, *, kernels: bool = False) -> bytes:
+    """The row-wise int8 graph of an fp32 text graph with ``calibration`` (:func:`calibrate_graph`).
+
+    ``kernels``: on embedrt's kernel library (the ``int8_rowwise_fused`` variant), with LayerNorm and
+    GELU folded into the rescale steps (:func:`embedrt_export.kernel_fusion.fuse_epilogues`).
+    """
+    model = onnx.load_from_string(onnx_bytes)
+    model = rewrite(model, linear_groups(model), calibration, kernels=kernels)
+    return (fuse_epilogues(model) if kernels else model).SerializeToString()

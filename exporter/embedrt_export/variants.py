@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-from embedrt.isa import FP16, INT8_BLOCKWISE, INT8_ISAS, INT8_ROWWISE, OPTIMIZED, int8_variant
+from embedrt.isa import FP16, INT8_BLOCKWISE, INT8_ISAS, INT8_ROWWISE, INT8_ROWWISE_FUSED, OPTIMIZED, int8_variant
+from embedrt.kernels import DOMAIN as KERNELS_DOMAIN
 from embedrt.manifest import FileEntry, GraphVariant, Manifest, sha256_bytes
 
 from . import optimize, quantize, rowwise
@@ -54,6 +55,7 @@ GATES: dict[str, Gate] = {
     OPTIMIZED: Gate(max_one_minus_cos=1e-6),
     FP16: Gate(max_one_minus_cos=1e-3, min_spearman=0.999, min_top10_overlap=0.98),
     INT8_ROWWISE: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
+    INT8_ROWWISE_FUSED: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
     INT8_BLOCKWISE: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
     **{int8_variant(isa): Gate(min_spearman=0.98, min_top10_overlap=0.80) for isa in INT8_ISAS},
 }
@@ -70,6 +72,7 @@ class Candidate:
     gate: Gate
     file: str  # artifact-relative path; variants with identical graphs share one file
     build_info: dict[str, int] = field(default_factory=dict)  # fused-op counts of its source graph
+    custom_ops: tuple[str, ...] = ()  # op domains only embedrt's kernel library provides
 
 
 def _default_opset(onnx_bytes: bytes) -> int:
@@ -82,8 +85,9 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
                         calibration_feeds: Sequence[Mapping[str, np.ndarray]] = ()) -> list[Candidate]:
     """Build the requested variants of an fp32 text graph.
 
-    ``int8_rowwise`` is calibrated on ``calibration_feeds`` (tokenized batches of real text; its
-    smoothing and zero points come from them), so it needs them.
+    ``int8_rowwise`` and ``int8_rowwise_fused`` are calibrated on ``calibration_feeds`` (tokenized
+    batches of real text; their smoothing and zero points come from them, computed once for both),
+    so they need them.
     ``optimized``, ``fp16`` and ``int8_blockwise`` start from the fused graph (blockwise int8 keeps
     a fused Attention's QKV projection in fp32, which is where its ranking margin comes from);
     the dynamic ``int8_<isa>`` graphs start from the plain fp32 graph.
@@ -94,14 +98,18 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
         raise ValueError(f"unknown variant(s) {unknown}; known: {sorted(GATES)}")
     fused = optimize.fuse(fp32_onnx, facts)
     built: list[Candidate] = []
+    calibration = None
     for name in names:
         info = dict(fused.fused_ops)
+        custom_ops: tuple[str, ...] = ()
         if name == OPTIMIZED:
             data = fused.onnx_bytes
         elif name == FP16:
             data = optimize.to_fp16(fused.onnx_bytes)
-        elif name == INT8_ROWWISE:
-            data = rowwise.quantize_rowwise_int8(fp32_onnx, list(calibration_feeds))
+        elif name in (INT8_ROWWISE, INT8_ROWWISE_FUSED):
+            calibration = calibration or rowwise.calibrate_graph(fp32_onnx, list(calibration_feeds))
+            data = rowwise.quantize_rowwise_int8(fp32_onnx, calibration, kernels=name == INT8_ROWWISE_FUSED)
+            custom_ops = (KERNELS_DOMAIN,) if name == INT8_ROWWISE_FUSED else ()
         elif name == INT8_BLOCKWISE:
             data = quantize.quantize_blockwise_int8(fused.onnx_bytes)
         else:
@@ -111,7 +119,7 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
         # int8_avx512_vnni and int8_arm64 use the same settings, hence the same bytes: one file.
         file = next((c.file for c in built if c.onnx_bytes == data), VARIANT_FILE.format(name=name))
         built.append(Candidate(name=name, onnx_bytes=data, opset=_default_opset(data), gate=GATES[name],
-                               file=file, build_info=info))
+                               file=file, build_info=info, custom_ops=custom_ops))
     return built
 
 
@@ -120,7 +128,7 @@ def with_variant(manifest: Manifest, candidate: Candidate, parity: Mapping[str, 
     """``manifest`` listing ``candidate`` (its inputs and outputs are the fp32 variant's)."""
     base = manifest.towers[tower].variants["fp32"]
     variant = GraphVariant(file=candidate.file, opset=candidate.opset, inputs=base.inputs, outputs=base.outputs,
-                           parity=dict(parity or {}))
+                           parity=dict(parity or {}), custom_ops=candidate.custom_ops)
     towers = dict(manifest.towers)
     towers[tower] = replace(towers[tower], variants={**towers[tower].variants, candidate.name: variant})
     files = {**manifest.files, candidate.file: FileEntry(sha256=sha256_bytes(candidate.onnx_bytes),

@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name recorded in the manifest (default: folder name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--variants", help="comma-separated graph variants to add, e.g. optimized,fp16,int8_rowwise,"
-                   "int8_avx512_vnni (each written only if it meets its fidelity gate)")
-    p.add_argument("--texts", help="real texts for measuring variants and calibrating int8_rowwise (its first "
+                   "int8_rowwise_fused,int8_avx512_vnni (each written only if it meets its fidelity gate)")
+    p.add_argument("--texts", help="real texts for measuring variants and calibrating int8_rowwise* (its first "
                    "256) (default: the fetched fortunes corpus)")
     p.set_defaults(func=_cmd_export)
 
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help=".npy file to write")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, help="CPU threads in all (default: every core this process may use)")
-    p.add_argument("--workers", type=int, help="CPU batches run at once (default 1; 2 for the int8_rowwise graph)")
+    p.add_argument("--workers", type=int, help="CPU batches run at once (default 1; 2 for the int8_rowwise* graphs)")
     p.add_argument("--variant", help="graph variant (default: the manifest's default)")
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -280,7 +280,8 @@ class ImageEncoder:
         if key not in tower.variants:
             raise ValueError(f"variant {key!r} not in the vision tower; available: {sorted(tower.variants)}")
         with artifact.verified_graph(tower.variants[key]) as graph:
-            session = create_session(str(graph), plan or plan_providers(None, None, None), strict=strict)
+            session = create_session(str(graph), plan or plan_providers(None, None, None), strict=strict,
+                                     custom_ops=tower.variants[key].custom_ops)
         return cls(session, ImageSpec.from_manifest(manifest.image))
 
     def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:

@@ -45,6 +45,9 @@ class GraphVariant:
     # The graph's initializers stored beside it (ONNX external data) when the graph would pass
     # protobuf's 2 GiB limit, e.g. glove.840B's 2.2M x 300 matrix; verified like the graph itself.
     external_data: str | None = None
+    # Op domains beyond ONNX Runtime's own that the graph uses: ``ai.embedrt``, whose kernels are
+    # embedrt's compiled library (``embedrt.kernels``); empty for a graph any ONNX Runtime can run.
+    custom_ops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class Manifest:
                             outputs=tuple(v["outputs"]),
                             parity={k: float(x) for k, x in v.get("parity", {}).items()},
                             external_data=v.get("external_data"),
+                            custom_ops=tuple(str(d) for d in v.get("custom_ops", ())),
                         )
                         for key, v in t["variants"].items()
                     },

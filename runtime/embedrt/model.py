@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import images, isa, util
+from . import images, isa, kernels, util
 from .checks import check_positive_int
 from .engine import SENTENCE, TOKENS, Engine, default_buckets
 from .hub import resolve_artifact
@@ -94,7 +94,7 @@ class SentenceTransformer:
         providers: explicit ONNX Runtime providers list instead of ``device``.
         threads: CPU threads to use in all; default all cores this process may use.
         workers: CPU only: text batches run at once, each on ``threads // workers`` threads. Default 1
-            (every batch gets all threads: the lowest latency), and 2 for the ``int8_rowwise`` graph,
+            (every batch gets all threads: the lowest latency), and 2 for the ``int8_rowwise*`` graphs,
             which runs faster that way (``embedrt.providers.CPU_CONCURRENT_VARIANTS``).
         strict: raise instead of warning when the requested provider is not what runs.
         variant: graph variant from the manifest (default: the tower's default, ``fp32``).
@@ -133,7 +133,7 @@ class SentenceTransformer:
         self.device = device or ("cpu" if providers is None else None)
         text_plan, workers = split_threads(self._plan, workers, self.variant)
         with self.artifact.verified_graph(graph_variant) as graph_path:
-            session = create_session(str(graph_path), text_plan, strict=strict)
+            session = create_session(str(graph_path), text_plan, strict=strict, custom_ops=graph_variant.custom_ops)
         active = session.get_providers()[0]
         on_gpu = active in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
         self._trt_max_seq = profile.max_seq if active == "TensorrtExecutionProvider" else None
@@ -161,12 +161,21 @@ class SentenceTransformer:
     @staticmethod
     def _default_variant(variants: dict[str, Any], default: str, plan: Any) -> str:
         """The fastest variant for the device (``isa.best_variant``) among those safe to pick unasked:
-        an int8 graph only if its recorded fidelity keeps ranking and is batch-invariant."""
+        an int8 graph only if its recorded fidelity keeps ranking and is batch-invariant, and a graph
+        on embedrt's kernels only where the kernel library was built (else it says what it picks)."""
         usable = [name for name, v in variants.items() if _auto_pickable(name, v.parity)]
-        try:
-            return isa.best_variant(usable, device="cpu" if plan.device == "custom" else plan.device)
-        except ValueError:
-            return default
+        device = "cpu" if plan.device == "custom" else plan.device
+        while True:
+            try:
+                best = isa.best_variant(usable, device=device)
+            except ValueError:
+                return default
+            if not variants[best].custom_ops or kernels.available():
+                return best
+            usable.remove(best)
+            logger.warning("variant %r would run fastest here but needs embedrt's kernel library, which this "
+                           "install lacks (built at install time with a C++17 compiler); picking among %s",
+                           best, sorted(usable))
 
     def warmup(self, batch_size: int = 32) -> None:
         """Run one batch per sequence bucket (GPU) or one full-length batch (CPU), so TensorRT engines,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import kernels
 from .checks import check_positive_int
-from .isa import INT8_ROWWISE
+from .isa import INT8_ROWWISE, INT8_ROWWISE_FUSED
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +165,9 @@ def default_threads() -> int:
 # intra-op pool. Measured on 2 cores (benchmarks/cpu.py --workers 1,2, same run): MiniLM-L6 1.057x,
 # mpnet-base 1.01-1.41x (the larger gain in one of the VM's slow phases); fp32 graphs 0.98-1.06x and
 # dynamic int8 1.00x, so those keep one batch at a time and its lower one-text latency.
-CPU_CONCURRENT_VARIANTS = {INT8_ROWWISE: 2}
+# int8_rowwise_fused's kernels run on their batch's one thread, so it needs a batch per core: with
+# one two-thread batch at a time it read 647 sentences/s against 815 (MiniLM-L6, in-process).
+CPU_CONCURRENT_VARIANTS = {INT8_ROWWISE: 2, INT8_ROWWISE_FUSED: 2}
 
 
 def split_threads(plan: SessionPlan, workers: int | None = None,
@@ -185,8 +189,12 @@ def split_threads(plan: SessionPlan, workers: int | None = None,
     return replace(plan, threads=max(1, threads // workers)), workers
 
 
-def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False) -> Any:
+def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False,
+                   custom_ops: Iterable[str] = ()) -> Any:
     """Create an ORT session for the graph file ``model_path`` following ``plan``.
+
+    ``custom_ops``: the op domains the graph needs beyond ONNX Runtime's (its manifest entry's
+    ``custom_ops``), registered from embedrt's kernel library (:func:`embedrt.kernels.register`).
 
     Providers ORT does not have are dropped with a warning naming them (``strict`` raises),
     and the session's active providers are checked against the first requested one.
@@ -216,6 +224,7 @@ def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False) 
     # next and make the arena grow (onnxruntime#11118), so plan per run instead.
     options.enable_mem_pattern = False
     options.log_severity_level = 3
+    kernels.register(options, custom_ops)
     session = ort.InferenceSession(model_path, sess_options=options, providers=usable,
                                    disabled_optimizers=[] if plan.on_gpu else list(CPU_DISABLED_OPTIMIZERS))
     active = session.get_providers()

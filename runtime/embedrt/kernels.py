@@ -1,0 +1,58 @@
+"""embedrt's ONNX Runtime kernel library: the ``ai.embedrt`` ops some graph variants use.
+
+The library (C++ in ``runtime/kernels``) is built when embedrt is installed and loaded by ONNX Runtime
+from its path, as a custom-op library. A graph variant lists the op domains it needs in the manifest
+(``GraphVariant.custom_ops``); :func:`register` adds them to a session's options or says why it cannot.
+Without the library, the runtime picks another variant and says so (``embedrt.model``).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DOMAIN = "ai.embedrt"
+_LIBRARY_STEM = "_kernels"
+
+
+class KernelLibraryError(RuntimeError):
+    """A graph needs embedrt's kernel library and this install has none."""
+
+
+def library_path() -> Path | None:
+    """The built kernel library inside the installed package, or ``None`` if it was not built."""
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        candidate = here / f"{_LIBRARY_STEM}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def available() -> bool:
+    """Whether this install can run graphs that use ``ai.embedrt`` ops."""
+    return library_path() is not None
+
+
+def register(options: Any, domains: Iterable[str]) -> None:
+    """Register the kernel library with ONNX Runtime ``options`` for a graph needing ``domains``.
+
+    Raises ``ValueError`` for a domain embedrt does not provide and :class:`KernelLibraryError` when
+    the library was not built.
+    """
+    domains = set(domains)
+    if not domains:
+        return
+    unknown = sorted(domains - {DOMAIN})
+    if unknown:
+        raise ValueError(f"the graph needs custom op domain(s) {unknown}; embedrt provides only {DOMAIN!r}")
+    path = library_path()
+    if path is None:
+        raise KernelLibraryError(
+            f"this graph uses embedrt's kernels ({DOMAIN}), but this embedrt install has no kernel library: it "
+            "is compiled at install time and needs a C++17 compiler (e.g. `apt install g++`, then "
+            "`pip install --force-reinstall --no-deps --no-binary embedrt embedrt`, or `pip install -e .` in a "
+            "checkout); or load the portable graph with variant='int8_rowwise'")
+    options.register_custom_ops_library(str(path))

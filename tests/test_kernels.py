@@ -1,0 +1,152 @@
+"""embedrt's ONNX Runtime kernels (``ai.embedrt``) against the standard ops and numpy they replace."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from embedrt import kernels
+from onnx import TensorProto, helper, numpy_helper
+from scipy.special import erf
+
+F = TensorProto.FLOAT
+
+
+def _session(nodes, inputs, outputs, initializers=()):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, t, None) for n, t in inputs],
+                              [helper.make_tensor_value_info(n, t, None) for n, t in outputs], list(initializers))
+    model = helper.make_model(graph, ir_version=9, opset_imports=[helper.make_opsetid("", 17),
+                                                                   helper.make_opsetid(kernels.DOMAIN, 1)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    kernels.register(options, [kernels.DOMAIN])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _op(name, inputs, outputs):
+    return helper.make_node(name, inputs, outputs, domain=kernels.DOMAIN)
+
+
+def _quantize_constants(rng, k, float_channels, zero_point):
+    inv_smooth = rng.uniform(0.5, 2.0, k).astype(np.float32)
+    inv_smooth[float_channels] = 0.0
+    return [numpy_helper.from_array(inv_smooth, "inv"), numpy_helper.from_array(np.array(float_channels, np.int64), "fc"),
+            numpy_helper.from_array(np.array(zero_point, np.uint8), "zp")], inv_smooth
+
+
+def test_the_library_is_built_in_this_install():
+    assert kernels.available(), "runtime/kernels was not compiled: pip install -e . needs a C++17 compiler"
+
+
+@pytest.mark.parametrize("k", [384, 37])  # AVX2 rows, and rows that are not whole vectors
+def test_row_quantize_is_bit_exact_with_the_standard_ops(k):
+    """RowQuantize gives exactly what int8_rowwise's Mul/ReduceMax/ReduceMin/Div/Max/QuantizeLinear give."""
+    rng = np.random.default_rng(0)
+    zp = 120
+    consts, _ = _quantize_constants(rng, k, [3, 20], zp)
+    consts += [numpy_helper.from_array(np.array([-1, k], np.int64), "rows_k"),
+               numpy_helper.from_array(np.array([-1], np.int64), "flat"),
+               numpy_helper.from_array(np.array(255 - zp, np.float32), "hi_steps"),
+               numpy_helper.from_array(np.array(-zp, np.float32), "lo_steps"),
+               numpy_helper.from_array(np.array(1e-12, np.float32), "eps")]
+    make = helper.make_node
+    reference = [make("Reshape", ["x", "rows_k"], ["rows"]), make("Mul", ["rows", "inv"], ["xs"]),
+                 make("ReduceMax", ["xs"], ["hi"], axes=[-1], keepdims=1),
+                 make("ReduceMin", ["xs"], ["lo"], axes=[-1], keepdims=1),
+                 make("Div", ["hi", "hi_steps"], ["s_hi"]), make("Div", ["lo", "lo_steps"], ["s_lo"]),
+                 make("Max", ["s_hi", "s_lo", "eps"], ["scale_ref"]), make("Reshape", ["scale_ref", "flat"], ["s1"]),
+                 make("Shape", ["s1"], ["n"]), make("Expand", ["zp", "n"], ["zp1"]),
+                 make("QuantizeLinear", ["xs", "s1", "zp1"], ["q_ref"], axis=0)]
+    session = _session([_op("RowQuantize", ["x", "inv", "fc", "zp"], ["q", "scale", "xf"]), *reference],
+                       [("x", F)], [("q", TensorProto.UINT8), ("scale", F), ("xf", F),
+                                    ("q_ref", TensorProto.UINT8), ("scale_ref", F)], consts)
+    x = (rng.standard_normal((6, 7, k)) * 3).astype(np.float32)
+    x[..., 3] *= 50
+    x[0, 0] = 0.0  # an all-zero row quantizes to its zero point
+    q, scale, xf, q_ref, scale_ref = session.run(None, {"x": x})
+    np.testing.assert_array_equal(scale, scale_ref)
+    np.testing.assert_array_equal(q, q_ref)
+    assert (q[0] == zp).all()
+    np.testing.assert_array_equal(xf, np.concatenate([x.reshape(-1, k)[:, [3, 20]], np.ones((42, 1))], axis=1))
+
+
+def _dequantize_inputs(rng, m, n, nf):
+    return {"y_int": (rng.standard_normal((m, n)) * 40).astype(np.float32),
+            "scale": (rng.random((m, 1)) * 0.05).astype(np.float32),
+            "xf": np.concatenate([rng.standard_normal((m, nf - 1)), np.ones((m, 1))], axis=1).astype(np.float32),
+            "w": rng.standard_normal((nf, n)).astype(np.float32)}
+
+
+def _dequantized(feed):
+    return feed["y_int"].astype(np.float64) * feed["scale"] + feed["xf"].astype(np.float64) @ feed["w"]
+
+
+@pytest.mark.parametrize("n", [384, 100])
+def test_row_dequantize_rescales_and_adds_the_fp32_channels(n):
+    rng = np.random.default_rng(1)
+    session = _session([_op("RowDequantize", ["y_int", "scale", "xf", "w", "like"], ["y"])],
+                       [(name, F) for name in ("y_int", "scale", "xf", "w", "like")], [("y", F)])
+    feed = _dequantize_inputs(rng, 30, n, 5)
+    feed["like"] = np.zeros((5, 6, 7), np.float32)
+    y = session.run(None, feed)[0]
+    assert y.shape == (5, 6, n)
+    np.testing.assert_allclose(y.reshape(30, n), _dequantized(feed), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [384, 100])
+def test_row_dequantize_add_layer_norm(n):
+    rng = np.random.default_rng(2)
+    names = ("y_int", "scale", "xf", "w", "residual", "gamma", "beta", "epsilon")
+    session = _session([_op("RowDequantizeAddLayerNorm", list(names), ["y"])], [(name, F) for name in names], [("y", F)])
+    feed = _dequantize_inputs(rng, 30, n, 5)
+    feed |= {"residual": rng.standard_normal((3, 10, n)).astype(np.float32),
+             "gamma": (rng.random(n) + 0.5).astype(np.float32), "beta": rng.standard_normal(n).astype(np.float32),
+             "epsilon": np.array(1e-12, np.float32)}
+    y = session.run(None, feed)[0]
+    z = _dequantized(feed) + feed["residual"].reshape(30, n)
+    expected = (z - z.mean(1, keepdims=True)) / np.sqrt(z.var(1, keepdims=True) + 1e-12) * feed["gamma"] + feed["beta"]
+    assert y.shape == (3, 10, n)
+    np.testing.assert_allclose(y.reshape(30, n), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1536, 100])
+def test_row_dequantize_gelu_quantize_is_gelu_then_row_quantize(n):
+    """The fused op equals exact GELU (erf form) followed by RowQuantize, up to a rare one-step flip
+    where GELU's ~1e-7 erf error lands on a rounding boundary."""
+    rng = np.random.default_rng(3)
+    consts, _ = _quantize_constants(rng, n, [1, 7, 50], 30)
+    session = _session([_op("RowDequantizeGeluQuantize", ["y_int", "scale", "xf", "w", "inv", "fc", "zp"],
+                            ["q", "s", "f"]),
+                        _op("RowQuantize", ["gelu", "inv", "fc", "zp"], ["q_ref", "s_ref", "f_ref"])],
+                       [(name, F) for name in ("y_int", "scale", "xf", "w", "gelu")],
+                       [("q", TensorProto.UINT8), ("s", F), ("f", F), ("q_ref", TensorProto.UINT8), ("s_ref", F),
+                        ("f_ref", F)], consts)
+    feed = _dequantize_inputs(rng, 40, n, 4)
+    pre = _dequantized(feed)
+    feed["gelu"] = (0.5 * pre * (1 + erf(pre / np.sqrt(2)))).astype(np.float32)
+    q, s, f, q_ref, s_ref, f_ref = session.run(None, feed)
+    np.testing.assert_allclose(s, s_ref, rtol=1e-5)
+    np.testing.assert_allclose(f, f_ref, rtol=1e-5, atol=1e-5)
+    steps = np.abs(q.astype(int) - q_ref.astype(int))
+    assert steps.max() <= 1 and (steps > 0).mean() < 1e-3
+
+
+def test_kernels_name_the_op_and_the_mismatch():
+    rng = np.random.default_rng(4)
+    session = _session([_op("RowDequantize", ["y_int", "scale", "xf", "w", "like"], ["y"])],
+                       [(name, F) for name in ("y_int", "scale", "xf", "w", "like")], [("y", F)])
+    feed = _dequantize_inputs(rng, 8, 16, 3)
+    feed["like"] = np.zeros((3, 3), np.float32)  # 3 rows, not 8
+    with pytest.raises(Exception, match="ai.embedrt.RowDequantize: `like` has another row count"):
+        session.run(None, feed)
+
+
+def test_register_refuses_unknown_domains_and_a_missing_library(monkeypatch):
+    options = ort.SessionOptions()
+    with pytest.raises(ValueError, match="com.example"):
+        kernels.register(options, ["com.example"])
+    kernels.register(options, [])  # a graph without custom ops needs nothing
+    monkeypatch.setattr(kernels, "library_path", lambda: None)
+    assert not kernels.available()
+    with pytest.raises(kernels.KernelLibraryError, match="no kernel library"):
+        kernels.register(options, [kernels.DOMAIN])
