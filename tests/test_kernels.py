@@ -30,7 +30,8 @@ def _op(name, inputs, outputs):
 def _quantize_constants(rng, k, float_channels, zero_point):
     inv_smooth = rng.uniform(0.5, 2.0, k).astype(np.float32)
     inv_smooth[float_channels] = 0.0
-    return [numpy_helper.from_array(inv_smooth, "inv"), numpy_helper.from_array(np.array(float_channels, np.int64), "fc"),
+    return [numpy_helper.from_array(inv_smooth, "inv"),
+            numpy_helper.from_array(np.array(float_channels, np.int64), "fc"),
             numpy_helper.from_array(np.array(zero_point, np.uint8), "zp")], inv_smooth
 
 
@@ -97,7 +98,8 @@ def test_row_dequantize_rescales_and_adds_the_fp32_channels(n):
 def test_row_dequantize_add_layer_norm(n):
     rng = np.random.default_rng(2)
     names = ("y_int", "scale", "xf", "w", "residual", "gamma", "beta", "epsilon")
-    session = _session([_op("RowDequantizeAddLayerNorm", list(names), ["y"])], [(name, F) for name in names], [("y", F)])
+    session = _session([_op("RowDequantizeAddLayerNorm", list(names), ["y"])], [(name, F) for name in names],
+                       [("y", F)])
     feed = _dequantize_inputs(rng, 30, n, 5)
     feed |= {"residual": rng.standard_normal((3, 10, n)).astype(np.float32),
              "gamma": (rng.random(n) + 0.5).astype(np.float32), "beta": rng.standard_normal(n).astype(np.float32),
@@ -150,3 +152,52 @@ def test_register_refuses_unknown_domains_and_a_missing_library(monkeypatch):
     assert not kernels.available()
     with pytest.raises(kernels.KernelLibraryError, match="no kernel library"):
         kernels.register(options, [kernels.DOMAIN])
+
+
+@pytest.mark.parametrize(("batch", "length", "head_size", "position_bias"), [
+    (3, 45, 32, False),  # MiniLM-like; length not a whole number of vectors nor of query blocks
+    (2, 13, 64, True),   # MPNet-like: a relative-position bias per head besides the padding mask
+    (2, 7, 24, False),   # a head size that is no whole number of AVX-512 vectors: the portable path
+])
+def test_attention_matches_the_traced_ops(batch, length, head_size, position_bias):
+    """Attention on (batch, length, hidden) rows equals the traced Reshape/Transpose, MatMul, scale, bias
+    Adds, Softmax, MatMul and head merge, to float32 rounding; padded keys get no weight."""
+    rng = np.random.default_rng(5)
+    heads = 4
+    hidden = heads * head_size
+    make = helper.make_node
+    consts = [numpy_helper.from_array(np.array(1 / np.sqrt(head_size), np.float32), "scale"),
+              numpy_helper.from_array(np.array(head_size, np.int64), "head_size"),
+              numpy_helper.from_array(np.array([0, 0, heads, head_size], np.int64), "split"),
+              numpy_helper.from_array(np.array([0, 0, hidden], np.int64), "merge")]
+    biases = ["mask", "position"] if position_bias else ["mask"]
+    reference = [make("Reshape", ["q", "split"], ["q4"]), make("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+                 make("Reshape", ["k", "split"], ["k4"]), make("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+                 make("Reshape", ["v", "split"], ["v4"]), make("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+                 make("MatMul", ["qt", "kt"], ["s"]), make("Mul", ["s", "scale"], ["s0"])]
+    for i, bias in enumerate(biases):
+        reference.append(make("Add", [f"s{i}", bias], [f"s{i + 1}"]))
+    reference += [make("Softmax", [f"s{len(biases)}"], ["p"], axis=-1), make("MatMul", ["p", "vt"], ["c"]),
+                  make("Transpose", ["c"], ["ct"], perm=[0, 2, 1, 3]), make("Reshape", ["ct", "merge"], ["y_ref"])]
+    session = _session([_op("Attention", ["q", "k", "v", "scale", "head_size", *biases], ["y"]), *reference],
+                       [(name, F) for name in ("q", "k", "v", *biases)], [("y", F), ("y_ref", F)], consts)
+    feed = {name: rng.standard_normal((batch, length, hidden)).astype(np.float32) for name in "qkv"}
+    mask = np.zeros((batch, 1, 1, length), np.float32)
+    mask[-1, ..., length - 3:] = np.finfo(np.float32).min  # the last text is 3 tokens shorter
+    feed["mask"] = mask
+    if position_bias:
+        feed["position"] = rng.standard_normal((1, heads, length, length)).astype(np.float32)
+    y, y_ref = session.run(None, feed)
+    np.testing.assert_allclose(y, y_ref, atol=2e-6)
+    feed["v"][-1, length - 3:] = 1e6  # values at padded keys must not leak into any row
+    np.testing.assert_allclose(session.run(["y"], feed)[0][-1], y_ref[-1], atol=2e-6)
+
+
+def test_attention_refuses_a_bias_of_another_shape():
+    session = _session([_op("Attention", ["q", "k", "v", "scale", "head_size", "mask"], ["y"])],
+                       [(name, F) for name in ("q", "k", "v", "mask")], [("y", F)],
+                       [numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+                        numpy_helper.from_array(np.array(8, np.int64), "head_size")])
+    x = np.zeros((2, 5, 16), np.float32)
+    with pytest.raises(Exception, match="ai.embedrt.Attention: a score bias does not broadcast"):
+        session.run(None, {"q": x, "k": x, "v": x, "mask": np.zeros((2, 1, 1, 4), np.float32)})

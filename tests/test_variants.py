@@ -243,7 +243,8 @@ def test_rowwise_quantizes_the_encoder_once_per_input(twin_with_variants):
 def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_variants):
     """int8_rowwise_fused: int8_rowwise's MatMulIntegerToFloat per linear layer, between embedrt's kernels.
     One RowQuantize per group except the feed-forward output's, which the GELU before it writes; the
-    residual Add + LayerNorm after attention and after the feed-forward block folded into the rescale.
+    residual Add + LayerNorm after attention and after the feed-forward block folded into the rescale;
+    each layer's attention (head split, scores, mask, softmax, context, merge) one op.
     Same calibration as int8_rowwise, so the two graphs agree up to float rounding."""
     from collections import Counter
 
@@ -265,6 +266,7 @@ def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_
     assert ops["ai.embedrt:RowDequantizeAddLayerNorm"] == 2 * layers
     assert ops["ai.embedrt:RowDequantize"] == sum(len(g.matmuls) for g in groups) - 3 * layers
     assert ops[":LayerNormalization"] == 1 and not ops[":Erf"] and not ops[":QuantizeLinear"]  # embeddings' LN
+    assert ops["ai.embedrt:Attention"] == layers and not ops[":Softmax"] and not ops[":Transpose"]
     assert "ai.embedrt" in {o.domain for o in fused.opset_import}
     assert by_name["int8_rowwise_fused"].custom_ops == ("ai.embedrt",) and not by_name["int8_rowwise"].custom_ops
     texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(24)]

@@ -12,6 +12,11 @@ while it is in cache (``runtime/kernels/rowwise_ops.cc``):
   (``Div(√2) → Erf → Add(1) → Mul(x) → Mul(0.5)``) or one ONNX ``Gelu`` node without approximation.
 
 Anything else (pre-LayerNorm blocks, other activations) keeps its plain ``RowDequantize``.
+
+:func:`fuse_attention` replaces the traced attention: the head split (``Reshape`` + ``Transpose``) of
+q, k and v, ``MatMul(q, kᵀ)``, its scale (``Mul`` or ``Div`` by a constant), the score biases
+(``Add``: the padding mask, MPNet's relative-position bias), ``Softmax``, ``MatMul(·, v)`` and the head
+merge, by one ``ai.embedrt.Attention`` on the projections' own (batch, length, hidden) rows.
 """
 
 from __future__ import annotations
@@ -144,4 +149,116 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
+    return model
+
+
+def _perm(node: onnx.NodeProto) -> list[int]:
+    return list(_attribute(node, "perm", []))
+
+
+def _head_split(g: _Graph, name: str, perm: list[int]) -> tuple[str, int, list[onnx.NodeProto]] | None:
+    """``name`` = Transpose(perm)(Reshape(x, (batch, length, heads, head_size))): (x, head_size, nodes)."""
+    transpose = g.producer.get(name)
+    if transpose is None or transpose.op_type != "Transpose" or _perm(transpose) != perm:
+        return None
+    reshape = g.producer.get(transpose.input[0])
+    if reshape is None or reshape.op_type != "Reshape" or len(g.uses[transpose.input[0]]) != 1:
+        return None
+    head_size = _shape_entry(g, reshape.input[1], 3)
+    return (reshape.input[0], head_size, [transpose, reshape]) if head_size else None
+
+
+def _shape_entry(g: _Graph, name: str, index: int) -> int | None:
+    """Entry ``index`` of a shape tensor that is a constant or a Concat whose entry there is one."""
+    value = g.constants.get(name)
+    if value is not None:
+        return int(value.reshape(-1)[index]) if value.size > index and int(value.reshape(-1)[index]) > 0 else None
+    concat = g.producer.get(name)
+    if concat is None or concat.op_type != "Concat" or len(concat.input) <= index:
+        return None
+    part = g.constants.get(concat.input[index])
+    return int(part.reshape(-1)[0]) if part is not None and part.size == 1 and int(part.reshape(-1)[0]) > 0 else None
+
+
+def _attention(g: _Graph, scores: onnx.NodeProto, constants: list[onnx.TensorProto]):
+    """For the attention whose ``MatMul(q, kᵀ)`` is ``scores``: (the fused op, the nodes it replaces,
+    the node it takes the place of), or None."""
+    q = _head_split(g, scores.input[0], [0, 2, 1, 3])
+    k = _head_split(g, scores.input[1], [0, 2, 3, 1])
+    scaled = g.only_use(scores.output[0], "Mul") or g.only_use(scores.output[0], "Div")
+    if q is None or k is None or scaled is None or scaled.input[0] != scores.output[0] or q[1] != k[1]:
+        return None
+    factor = g.scalar(scaled.input[1])
+    if not factor:
+        return None
+    chain, biases, node = [scores, scaled], [], scaled
+    while (add := g.only_use(node.output[0], "Add")) is not None:
+        biases.append(g.other_input(add, node.output[0]))
+        chain.append(add)
+        node = add
+    softmax = g.only_use(node.output[0], "Softmax")
+    context = softmax and g.only_use(softmax.output[0], "MatMul")
+    if not biases or len(biases) > 2 or context is None or _attribute(softmax, "axis", -1) not in (-1, 3):
+        return None
+    v = _head_split(g, context.input[1], [0, 2, 1, 3])
+    merge = g.only_use(context.output[0], "Transpose")
+    reshape = merge and next((n for n in g.uses[merge.output[0]] if n.op_type == "Reshape"), None)
+    if v is None or v[1] != q[1] or context.input[0] != softmax.output[0] or reshape is None:
+        return None
+    # The merge's other readers may only be Shape nodes (MPNet sizes its Reshape from them).
+    if _perm(merge) != [0, 2, 1, 3] or any(n.op_type not in ("Reshape", "Shape") for n in g.uses[merge.output[0]]):
+        return None
+    name = context.name + "/embedrt_attention"
+    scale = factor if scaled.op_type == "Mul" else 1.0 / factor
+    constants += [numpy_helper.from_array(np.array(scale, np.float32), name + "/scale"),
+                  numpy_helper.from_array(np.array(q[1], np.int64), name + "/head_size")]
+    fused = helper.make_node("Attention", [q[0], k[0], v[0], name + "/scale", name + "/head_size", *biases],
+                             [reshape.output[0]], domain=DOMAIN, name=name)
+    return fused, [*chain, softmax, context, merge, *q[2], *k[2], *v[2]], reshape
+
+
+def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace each traced attention of ``model`` by ``ai.embedrt.Attention``; ``model`` itself when a
+    replaced tensor is still read elsewhere (then nothing is fused)."""
+    fused_model = onnx.ModelProto()
+    fused_model.CopyFrom(model)
+    graph = fused_model.graph
+    g = _Graph(graph)
+    constants: list[onnx.TensorProto] = []
+    placed: dict[int, onnx.NodeProto] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        if node.op_type == "MatMul":
+            found = _attention(g, node, constants)
+            if found is not None:
+                fused, gone, anchor = found
+                placed[id(anchor)] = fused  # where the head merge ended: q, k, v and biases exist by then
+                dropped |= {id(n) for n in gone}
+    nodes = [placed.get(id(n), n) for n in graph.node if id(n) not in dropped]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(constants)
+    _without_dead_nodes(fused_model)
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    for node in graph.node:
+        if not set(node.input) <= known:
+            return model
+        known.update(node.output)
+    return fused_model
+
+
+def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop nodes (and initializers) nothing reads, e.g. the shape arithmetic of a replaced head merge."""
+    graph = model.graph
+    live = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):
+        if any(out in live for out in node.output):
+            kept.append(node)
+            live.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    initializers = [init for init in graph.initializer if init.name in live]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
     return model

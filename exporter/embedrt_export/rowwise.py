@@ -39,7 +39,7 @@ import onnx
 from embedrt.kernels import DOMAIN as KERNELS_DOMAIN
 from onnx import TensorProto, helper, numpy_helper
 
-from .kernel_fusion import fuse_epilogues
+from .kernel_fusion import fuse_attention, fuse_epilogues
 from .optimize import MS_DOMAIN, head_nodes, with_op_domains
 
 SMOOTH_ALPHA = 0.5
@@ -323,8 +323,8 @@ def quantize_rowwise_int8(onnx_bytes: bytes, calibration: Calibration, *, kernel
     """The row-wise int8 graph of an fp32 text graph with ``calibration`` (:func:`calibrate_graph`).
 
     ``kernels``: on embedrt's kernel library (the ``int8_rowwise_fused`` variant), with LayerNorm and
-    GELU folded into the rescale steps (:func:`embedrt_export.kernel_fusion.fuse_epilogues`).
+    GELU folded into the rescale steps and attention in one op (:mod:`embedrt_export.kernel_fusion`).
     """
     model = onnx.load_from_string(onnx_bytes)
     model = rewrite(model, linear_groups(model), calibration, kernels=kernels)
-    return (fuse_epilogues(model) if kernels else model).SerializeToString()
+    return (fuse_attention(fuse_epilogues(model)) if kernels else model).SerializeToString()

@@ -4,16 +4,20 @@
 // that takes a dozen small kernels per MatMul input and three passes over every MatMul output, each
 // a separate trip through memory. These kernels do each step in one pass over a row while it is in
 // cache. The int8 GEMM itself stays ONNX Runtime's (com.microsoft.MatMulIntegerToFloat). The
-// exporter's rewrite is embedrt_export/kernels.py; the runtime registers this library through
-// embedrt/kernels.py.
+// exporter's rewrite is embedrt_export/rowwise.py + kernel_fusion.py; the runtime registers this
+// library through embedrt/kernels.py.
 //
 //   RowQuantize(x, inv_smooth, float_channels, zero_point) -> q, scale, x_float_1
 //   RowDequantize(y_int, scale, x_float_1, w_float, like) -> y
 //   RowDequantizeAddLayerNorm(y_int, scale, x_float_1, w_float, residual, gamma, beta, epsilon) -> y
 //   RowDequantizeGeluQuantize(y_int, scale, x_float_1, w_float, inv_smooth, float_channels, zero_point)
 //       -> q, scale, x_float_1
+//   Attention(q, k, v, scale, head_size, bias[, bias2]) -> y: softmax(q k^T * scale + biases) v per
+//       head, on the (batch, length, heads * head_size) rows the projections produce: no transposes
 //
-// Every row is computed from that row alone, so an embedding never depends on its batch.
+// Every row is computed from that row alone, so an embedding never depends on its batch. The
+// kernels are written once (simd_kernels.inc) and built for AVX-512, AVX2 + FMA and plain C++;
+// the best the CPU has is chosen when the library loads.
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #include "onnxruntime_lite_custom_op.h"
@@ -21,15 +25,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define EMBEDRT_X86 1
-#define EMBEDRT_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 using Ort::Custom::Tensor;
@@ -38,16 +43,17 @@ namespace {
 
 // The oldest ONNX Runtime C API this library asks for (onnxruntime 1.20, pyproject's floor).
 constexpr uint32_t kOrtApiVersion = 20;
+constexpr int kRows = 4;  // attention query rows per block
+
+constexpr float kErfP = 0.3275911f;
+constexpr float kErfA[5] = {0.254829592f, -0.284496736f, 1.421413741f, -1.453152027f, 1.061405429f};
+constexpr float kSqrtHalf = 0.70710678118654752f;
 
 Ort::Status Invalid(const std::string& op, const std::string& what) {
   return Ort::Status(("ai.embedrt." + op + ": " + what).c_str(), ORT_INVALID_ARGUMENT);
 }
 
-// GELU (erf form) with Abramowitz & Stegun 7.1.26 for erf: |error| <= 1.5e-7.
-constexpr float kErfP = 0.3275911f;
-constexpr float kErfA[5] = {0.254829592f, -0.284496736f, 1.421413741f, -1.453152027f, 1.061405429f};
-constexpr float kSqrtHalf = 0.70710678118654752f;
-
+// -- scalar steps: the tails of vector loops, and the arithmetic the vector code matches -------------
 float GeluScalar(float v) {
   const float a = std::fabs(v) * kSqrtHalf;
   const float t = 1.0f / (1.0f + kErfP * a);
@@ -56,173 +62,248 @@ float GeluScalar(float v) {
   return 0.5f * v * (1.0f + (v < 0.0f ? -e : e));
 }
 
-// y[j] = u[j] * s + sum_c f[c] * w[c, j] for j >= from: the int8 product rescaled by its row's
-// scale, plus the fp32 channels (the last of them a column of ones against the bias row).
-void DequantizeRowScalar(const float* u, float s, const float* f, int64_t nf, const float* w, int64_t n, int64_t from,
-                         float* y) {
-  for (int64_t j = from; j < n; ++j) {
-    float acc = u[j] * s;
-    for (int64_t c = 0; c < nf; ++c) acc = std::fma(f[c], w[c * n + j], acc);
-    y[j] = acc;
-  }
+// ONNX QuantizeLinear's arithmetic: saturate(round_half_even(x / s) + zp).
+uint8_t QuantizeScalar(float x, float s, float zp) {
+  return static_cast<uint8_t>(std::clamp(std::nearbyint(x / s) + zp, 0.0f, 255.0f));
 }
 
-// x = row / smooth (fp32 channels zeroed); scale = max(hi / (255 - zp), lo / -zp, 1e-12);
-// q = saturate(round_half_even(x / scale) + zp): the arithmetic of ONNX QuantizeLinear.
-float QuantizeRowScalar(const float* row, const float* inv, int64_t k, float zp, float* x, uint8_t* q) {
-  float hi = row[0] * inv[0], lo = hi;
-  for (int64_t j = 0; j < k; ++j) {
-    x[j] = row[j] * inv[j];
-    hi = std::max(hi, x[j]);
-    lo = std::min(lo, x[j]);
-  }
-  const float s = std::max(std::max(hi / (255.0f - zp), lo / -zp), 1e-12f);
-  for (int64_t j = 0; j < k; ++j) q[j] = static_cast<uint8_t>(std::clamp(std::nearbyint(x[j] / s) + zp, 0.0f, 255.0f));
-  return s;
+float DequantizeScalar(const float* u, float s, const float* f, int64_t nf, const float* w, int64_t n, int64_t j) {
+  float acc = u[j] * s;
+  for (int64_t c = 0; c < nf; ++c) acc = std::fma(f[c], w[c * n + j], acc);
+  return acc;
 }
 
-void AddLayerNormRowScalar(float* y, const float* res, int64_t n, const float* g, const float* b, float eps) {
-  float sum = 0.0f;
-  for (int64_t j = 0; j < n; ++j) sum += (y[j] += res[j]);
-  const float mean = sum / static_cast<float>(n);
-  float sq = 0.0f;
-  for (int64_t j = 0; j < n; ++j) sq += (y[j] - mean) * (y[j] - mean);
-  const float inv_std = 1.0f / std::sqrt(sq / static_cast<float>(n) + eps);
-  for (int64_t j = 0; j < n; ++j) y[j] = (y[j] - mean) * inv_std * g[j] + b[j];
-}
+// A score bias broadcastable to (B, H, L, L): each axis full or 1.
+struct ScoreBias {
+  const float* data = nullptr;
+  int64_t sb = 0, sh = 0, si = 0;  // strides of batch item, head and query row (0 where broadcast)
+  bool per_key = true;
+
+  static std::optional<ScoreBias> From(const Tensor<float>& t, int64_t b, int64_t h, int64_t l) {
+    const auto s = t.Shape();
+    if (s.size() != 4 || (s[0] != b && s[0] != 1) || (s[1] != h && s[1] != 1) || (s[2] != l && s[2] != 1) ||
+        (s[3] != l && s[3] != 1))
+      return std::nullopt;
+    ScoreBias bias;
+    bias.data = t.Data();
+    bias.per_key = s[3] != 1;
+    bias.si = s[2] == 1 ? 0 : s[3];
+    bias.sh = s[1] == 1 ? 0 : s[2] * s[3];
+    bias.sb = s[0] == 1 ? 0 : s[1] * s[2] * s[3];
+    return bias;
+  }
+
+  void Add(int64_t b, int64_t h, int64_t i, int64_t l, float* scores) const {
+    if (data == nullptr) return;
+    const float* row = data + b * sb + h * sh + i * si;
+    for (int64_t j = 0; j < l; ++j) scores[j] += row[per_key ? j : 0];
+  }
+};
+
+struct AttentionArgs {
+  const float *q, *k, *v;
+  float* y;
+  int64_t l, dm, d;
+  float scale;
+  ScoreBias bias1, bias2;
+
+  void finish_scores(int64_t b, int64_t h, int64_t i, float* s) const {
+    for (int64_t j = 0; j < l; ++j) s[j] *= scale;
+    bias1.Add(b, h, i, l, s);
+    bias2.Add(b, h, i, l, s);
+  }
+};
+
+// -- vector types: the operations simd_kernels.inc needs ---------------------------------------------
+struct VecScalar {
+  using R = float;
+  static constexpr int W = 1;
+  static R load(const float* p) { return *p; }
+  static void store(float* p, R v) { *p = v; }
+  static R set1(float v) { return v; }
+  static R zero() { return 0.0f; }
+  static R add(R a, R b) { return a + b; }
+  static R sub(R a, R b) { return a - b; }
+  static R mul(R a, R b) { return a * b; }
+  static R div(R a, R b) { return a / b; }
+  static R max(R a, R b) { return std::max(a, b); }
+  static R min(R a, R b) { return std::min(a, b); }
+  static R fmadd(R a, R b, R c) { return std::fma(a, b, c); }
+  static R fnmadd(R a, R b, R c) { return std::fma(-a, b, c); }
+  static R abs(R a) { return std::fabs(a); }
+  static R sign_of(R magnitude, R sign) { return std::copysign(magnitude, sign); }
+  static R round_even(R a) { return std::nearbyint(a); }
+  static R reciprocal(R a) { return 1.0f / a; }
+  static R scale2(R p, R n) { return std::ldexp(p, static_cast<int>(n)); }
+  static float reduce_max(R a) { return a; }
+  static float reduce_min(R a) { return a; }
+  static float reduce_add(R a) { return a; }
+  static void store_u8(uint8_t* q, R v) { *q = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f)); }
+};
+
+namespace generic {
+using V = VecScalar;
+#include "simd_kernels.inc"
+}  // namespace generic
 
 #ifdef EMBEDRT_X86
-EMBEDRT_AVX2 float Sum256(__m256 v) {
-  const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
-}
-
-// exp(x) for x <= 0, relative error ~1e-7: 2^n * p(r), r = x - n ln2 (two-part ln2), p of degree 7.
-EMBEDRT_AVX2 __m256 ExpNonPositive(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  for (const float c : {1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f})
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-EMBEDRT_AVX2 __m256 Gelu256(__m256 v) {
-  const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-  const __m256 a = _mm256_mul_ps(_mm256_andnot_ps(sign, v), _mm256_set1_ps(kSqrtHalf));
-  const __m256 den = _mm256_fmadd_ps(_mm256_set1_ps(kErfP), a, one);
-  __m256 t = _mm256_rcp_ps(den);                                      // ~12 bits
-  t = _mm256_mul_ps(t, _mm256_fnmadd_ps(den, t, _mm256_set1_ps(2.0f)));  // one Newton step: ~23 bits
-  __m256 poly = _mm256_set1_ps(kErfA[4]);
-  for (int i = 3; i >= 0; --i) poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(kErfA[i]));
-  poly = _mm256_mul_ps(poly, t);
-  const __m256 e = _mm256_fnmadd_ps(poly, ExpNonPositive(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), a), a)), one);
-  const __m256 erf = _mm256_or_ps(e, _mm256_and_ps(v, sign));
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, erf));
-}
-
-EMBEDRT_AVX2 void DequantizeRowAvx2(const float* u, float s, const float* f, int64_t nf, const float* w, int64_t n,
-                                    bool gelu, float* y) {
-  const __m256 sv = _mm256_set1_ps(s);
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {  // the row's products stay in registers until stored once
-    __m256 a0 = _mm256_mul_ps(_mm256_loadu_ps(u + j), sv);
-    __m256 a1 = _mm256_mul_ps(_mm256_loadu_ps(u + j + 8), sv);
-    for (int64_t c = 0; c < nf; ++c) {
-      const __m256 fc = _mm256_set1_ps(f[c]);
-      a0 = _mm256_fmadd_ps(fc, _mm256_loadu_ps(w + c * n + j), a0);
-      a1 = _mm256_fmadd_ps(fc, _mm256_loadu_ps(w + c * n + j + 8), a1);
-    }
-    if (gelu) {
-      a0 = Gelu256(a0);
-      a1 = Gelu256(a1);
-    }
-    _mm256_storeu_ps(y + j, a0);
-    _mm256_storeu_ps(y + j + 8, a1);
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+struct VecAvx2 {
+  using R = __m256;
+  static constexpr int W = 8;
+  static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  static R set1(float v) { return _mm256_set1_ps(v); }
+  static R zero() { return _mm256_setzero_ps(); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R div(R a, R b) { return _mm256_div_ps(a, b); }
+  static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static R min(R a, R b) { return _mm256_min_ps(a, b); }
+  static R fmadd(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R fnmadd(R a, R b, R c) { return _mm256_fnmadd_ps(a, b, c); }
+  static R abs(R a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  static R sign_of(R magnitude, R sign) { return _mm256_or_ps(magnitude, _mm256_and_ps(sign, _mm256_set1_ps(-0.0f))); }
+  static R round_even(R a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R reciprocal(R a) {  // ~12-bit estimate, one Newton step: ~23 bits
+    const R r = _mm256_rcp_ps(a);
+    return _mm256_mul_ps(r, _mm256_fnmadd_ps(a, r, _mm256_set1_ps(2.0f)));
   }
-  DequantizeRowScalar(u, s, f, nf, w, n, j, y);
-  if (gelu)
-    for (; j < n; ++j) y[j] = GeluScalar(y[j]);
-}
-
-EMBEDRT_AVX2 float QuantizeRowAvx2(const float* row, const float* inv, int64_t k, float zp, float* x, uint8_t* q) {
-  __m256 hi = _mm256_set1_ps(row[0] * inv[0]), lo = hi;
-  for (int64_t j = 0; j < k; j += 8) {
-    const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(inv + j));
-    _mm256_storeu_ps(x + j, v);
-    hi = _mm256_max_ps(hi, v);
-    lo = _mm256_min_ps(lo, v);
+  static R scale2(R p, R n) {
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
-  alignas(32) float h[8], l[8];
-  _mm256_store_ps(h, hi);
-  _mm256_store_ps(l, lo);
-  const float s = std::max(std::max(*std::max_element(h, h + 8) / (255.0f - zp), *std::min_element(l, l + 8) / -zp),
-                           1e-12f);
-  const __m256 sv = _mm256_set1_ps(s), zv = _mm256_set1_ps(zp);
-  for (int64_t j = 0; j < k; j += 8) {
-    const __m256 r =
-        _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + j), sv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256i i32 = _mm256_cvtps_epi32(_mm256_add_ps(r, zv));
-    // Saturating packs (i32 -> i16 -> u8) clamp to 0..255, as QuantizeLinear does.
+  static float reduce_add(R v) {
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+  }
+  static float reduce_max(R v) {
+    alignas(32) float x[8];
+    _mm256_store_ps(x, v);
+    return *std::max_element(x, x + 8);
+  }
+  static float reduce_min(R v) {
+    alignas(32) float x[8];
+    _mm256_store_ps(x, v);
+    return *std::min_element(x, x + 8);
+  }
+  static void store_u8(uint8_t* q, R v) {  // saturating packs i32 -> i16 -> u8 clamp to 0..255
+    const __m256i i32 = _mm256_cvtps_epi32(v);
     const __m128i i16 = _mm_packs_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
-    _mm_storel_epi64(reinterpret_cast<__m128i*>(q + j), _mm_packus_epi16(i16, i16));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(q), _mm_packus_epi16(i16, i16));
   }
-  return s;
-}
-
-EMBEDRT_AVX2 void AddLayerNormRowAvx2(float* y, const float* res, int64_t n, const float* g, const float* b, float eps) {
-  __m256 sum = _mm256_setzero_ps();
-  for (int64_t j = 0; j < n; j += 8) {
-    const __m256 v = _mm256_add_ps(_mm256_loadu_ps(y + j), _mm256_loadu_ps(res + j));
-    _mm256_storeu_ps(y + j, v);
-    sum = _mm256_add_ps(sum, v);
-  }
-  const __m256 mean = _mm256_set1_ps(Sum256(sum) / static_cast<float>(n));
-  __m256 sq = _mm256_setzero_ps();
-  for (int64_t j = 0; j < n; j += 8) {
-    const __m256 c = _mm256_sub_ps(_mm256_loadu_ps(y + j), mean);
-    sq = _mm256_fmadd_ps(c, c, sq);
-  }
-  const __m256 inv_std = _mm256_set1_ps(1.0f / std::sqrt(Sum256(sq) / static_cast<float>(n) + eps));
-  for (int64_t j = 0; j < n; j += 8) {
-    const __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + j), mean), inv_std);
-    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(c, _mm256_loadu_ps(g + j), _mm256_loadu_ps(b + j)));
-  }
-}
-
-const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+};
+namespace avx2 {
+using V = VecAvx2;
+#include "simd_kernels.inc"
+}  // namespace avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+#else
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
 #endif
+struct VecAvx512 {
+  using R = __m512;
+  static constexpr int W = 16;
+  static R load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
+  static R set1(float v) { return _mm512_set1_ps(v); }
+  static R zero() { return _mm512_setzero_ps(); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static R div(R a, R b) { return _mm512_div_ps(a, b); }
+  static R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static R min(R a, R b) { return _mm512_min_ps(a, b); }
+  static R fmadd(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  static R fnmadd(R a, R b, R c) { return _mm512_fnmadd_ps(a, b, c); }
+  static R abs(R a) {
+    return _mm512_castsi512_ps(_mm512_and_epi32(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff)));
+  }
+  static R sign_of(R magnitude, R sign) {
+    const __m512i s = _mm512_and_epi32(_mm512_castps_si512(sign), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+    return _mm512_castsi512_ps(_mm512_or_epi32(_mm512_castps_si512(magnitude), s));
+  }
+  static R round_even(R a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static R reciprocal(R a) {  // 14-bit estimate, one Newton step
+    const R r = _mm512_rcp14_ps(a);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(a, r, _mm512_set1_ps(2.0f)));
+  }
+  static R scale2(R p, R n) { return _mm512_scalef_ps(p, n); }
+  static float reduce_add(R v) { return _mm512_reduce_add_ps(v); }
+  static float reduce_max(R v) { return _mm512_reduce_max_ps(v); }
+  static float reduce_min(R v) { return _mm512_reduce_min_ps(v); }
+  static void store_u8(uint8_t* q, R v) {  // clamp at 0, then unsigned saturation at 255
+    const __m512i i32 = _mm512_max_epi32(_mm512_cvtps_epi32(v), _mm512_setzero_si512());
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtusepi32_epi8(i32));
+  }
+};
+namespace avx512 {
+using V = VecAvx512;
+#include "simd_kernels.inc"
+}  // namespace avx512
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif  // EMBEDRT_X86
 
-// The row kernels: AVX2 + FMA where the CPU has them (and a row is a whole number of vectors), else
-// portable loops (the compiler vectorizes them for the target, e.g. NEON).
-void DequantizeRow(const float* u, float s, const float* f, int64_t nf, const float* w, int64_t n, bool gelu,
-                   float* y) {
+// The kernels for this CPU, chosen once.
+struct Kernels {
+  float (*quantize_row)(const float*, const float*, int64_t, float, float*, uint8_t*);
+  void (*dequantize_row)(const float*, float, const float*, int64_t, const float*, int64_t, bool, float*);
+  void (*add_layer_norm_row)(float*, const float*, int64_t, const float*, const float*, float);
+  bool (*attend_head)(const AttentionArgs&, int64_t, int64_t, float*, float*);
+  int width;  // floats per vector: attention scratch is padded to it
+};
+
+#define EMBEDRT_TABLE(ns, width) \
+  Kernels { ns::QuantizeRow, ns::DequantizeRow, ns::AddLayerNormRow, ns::AttendHead, width }
+
+const Kernels& Cpu() {
+  static const Kernels kernels = [] {
 #ifdef EMBEDRT_X86
-  if (kAvx2) return DequantizeRowAvx2(u, s, f, nf, w, n, gelu, y);
+    if (__builtin_cpu_supports("avx512f")) return EMBEDRT_TABLE(avx512, 16);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return EMBEDRT_TABLE(avx2, 8);
 #endif
-  DequantizeRowScalar(u, s, f, nf, w, n, 0, y);
-  if (gelu)
-    for (int64_t j = 0; j < n; ++j) y[j] = GeluScalar(y[j]);
+    return EMBEDRT_TABLE(generic, 1);
+  }();
+  return kernels;
 }
 
-float QuantizeRow(const float* row, const float* inv, int64_t k, float zp, float* x, uint8_t* q) {
-#ifdef EMBEDRT_X86
-  if (kAvx2 && k % 8 == 0) return QuantizeRowAvx2(row, inv, k, zp, x, q);
-#endif
-  return QuantizeRowScalar(row, inv, k, zp, x, q);
+// Runs fn(begin, end) over [0, total) in blocks of `grain`, on the session's intra-op threads.
+template <class F>
+void ParallelBlocks(OrtKernelContext* context, int64_t total, int64_t grain, F&& fn) {
+  const int64_t blocks = (total + grain - 1) / grain;
+  if (blocks <= 1) {
+    fn(int64_t{0}, total);
+    return;
+  }
+  struct Job {
+    F* fn;
+    int64_t total, grain;
+  } job{&fn, total, grain};
+  Ort::KernelContext(context).ParallelFor(
+      [](void* data, size_t block) {
+        const Job& j = *static_cast<Job*>(data);
+        const int64_t begin = static_cast<int64_t>(block) * j.grain;
+        (*j.fn)(begin, std::min(begin + j.grain, j.total));
+      },
+      static_cast<size_t>(blocks), 0, &job);
 }
 
-void AddLayerNormRow(float* y, const float* res, int64_t n, const float* g, const float* b, float eps) {
-#ifdef EMBEDRT_X86
-  if (kAvx2 && n % 8 == 0) return AddLayerNormRowAvx2(y, res, n, g, b, eps);
-#endif
-  AddLayerNormRowScalar(y, res, n, g, b, eps);
-}
+constexpr int64_t kRowGrain = 64;
 
 int64_t LeadingRows(const std::vector<int64_t>& shape) {
   int64_t m = 1;
@@ -236,8 +317,7 @@ class Quantizer {
  public:
   Quantizer(const Tensor<float>& inv_smooth, const Tensor<int64_t>& float_channels, const Tensor<uint8_t>& zero_point)
       : inv_(inv_smooth.Data()), channels_(float_channels.Data()), n_float_(float_channels.NumberOfElement()),
-        k_(inv_smooth.NumberOfElement()), zero_point_(static_cast<float>(*zero_point.Data())),
-        scratch_(static_cast<size_t>(k_)) {}
+        k_(inv_smooth.NumberOfElement()), zero_point_(static_cast<float>(*zero_point.Data())) {}
 
   Ort::Status Check(const std::string& op, int64_t k) const {
     if (k != k_) return Invalid(op, "row width " + std::to_string(k) + " != smoothing size " + std::to_string(k_));
@@ -252,8 +332,11 @@ class Quantizer {
     floats_ = floats.Allocate({m, n_float_ + 1});
   }
 
-  void Row(int64_t r, const float* row) {
-    scale_[r] = QuantizeRow(row, inv_, k_, zero_point_, scratch_.data(), q_ + r * k_);
+  int64_t width() const { return k_; }
+
+  // Quantize `row` as row r; `scratch` holds k floats.
+  void Row(int64_t r, const float* row, float* scratch) const {
+    scale_[r] = Cpu().quantize_row(row, inv_, k_, zero_point_, scratch, q_ + r * k_);
     float* f = floats_ + r * (n_float_ + 1);
     for (int64_t c = 0; c < n_float_; ++c) f[c] = row[channels_[c]];
     f[n_float_] = 1.0f;
@@ -264,7 +347,6 @@ class Quantizer {
   const int64_t* channels_;
   int64_t n_float_, k_;
   float zero_point_;
-  std::vector<float> scratch_;
   uint8_t* q_ = nullptr;
   float* scale_ = nullptr;
   float* floats_ = nullptr;
@@ -285,39 +367,52 @@ struct Dequantized {
     u = y_int.Data(), s = scale.Data(), f = floats.Data(), w = w_float.Data();
     return Ort::Status(nullptr);
   }
+
+  void Row(int64_t r, bool gelu, float* y) const {
+    Cpu().dequantize_row(u + r * n, s[r], f + r * nf, nf, w, n, gelu, y);
+  }
 };
 
-Ort::Status RowQuantize(const Tensor<float>& x, const Tensor<float>& inv_smooth, const Tensor<int64_t>& float_channels,
-                        const Tensor<uint8_t>& zero_point, Tensor<uint8_t>& q, Tensor<float>& scale,
-                        Tensor<float>& floats) {
+// -- the ops ------------------------------------------------------------------------------------------
+Ort::Status RowQuantize(OrtKernelContext* context, const Tensor<float>& x, const Tensor<float>& inv_smooth,
+                        const Tensor<int64_t>& float_channels, const Tensor<uint8_t>& zero_point, Tensor<uint8_t>& q,
+                        Tensor<float>& scale, Tensor<float>& floats) {
   const auto shape = x.Shape();
   if (shape.empty()) return Invalid("RowQuantize", "input must have at least one axis");
   Quantizer quantizer(inv_smooth, float_channels, zero_point);
   if (auto status = quantizer.Check("RowQuantize", shape.back()); !status.IsOK()) return status;
   const int64_t m = LeadingRows(shape), k = shape.back();
   quantizer.Allocate(m, q, scale, floats);
-  for (int64_t r = 0; r < m; ++r) quantizer.Row(r, x.Data() + r * k);
+  const float* data = x.Data();
+  ParallelBlocks(context, m, kRowGrain, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(k));
+    for (int64_t r = begin; r < end; ++r) quantizer.Row(r, data + r * k, scratch.data());
+  });
   return Ort::Status(nullptr);
 }
 
 // y = y_int * scale + x_float_1 @ w_float, shaped like `like` with its last axis n.
-Ort::Status RowDequantize(const Tensor<float>& y_int, const Tensor<float>& scale, const Tensor<float>& floats,
-                          const Tensor<float>& w_float, const Tensor<float>& like, Tensor<float>& y_out) {
+Ort::Status RowDequantize(OrtKernelContext* context, const Tensor<float>& y_int, const Tensor<float>& scale,
+                          const Tensor<float>& floats, const Tensor<float>& w_float, const Tensor<float>& like,
+                          Tensor<float>& y_out) {
   Dequantized d;
   if (auto status = d.Read("RowDequantize", y_int, scale, floats, w_float); !status.IsOK()) return status;
   std::vector<int64_t> shape = like.Shape();
   if (shape.empty() || LeadingRows(shape) != d.m) return Invalid("RowDequantize", "`like` has another row count");
   shape.back() = d.n;
   float* y = y_out.Allocate(shape);
-  for (int64_t r = 0; r < d.m; ++r) DequantizeRow(d.u + r * d.n, d.s[r], d.f + r * d.nf, d.nf, d.w, d.n, false, y + r * d.n);
+  ParallelBlocks(context, d.m, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) d.Row(r, false, y + r * d.n);
+  });
   return Ort::Status(nullptr);
 }
 
 // LayerNormalization(RowDequantize + residual) over the last axis, shaped like `residual`.
-Ort::Status RowDequantizeAddLayerNorm(const Tensor<float>& y_int, const Tensor<float>& scale,
-                                      const Tensor<float>& floats, const Tensor<float>& w_float,
-                                      const Tensor<float>& residual, const Tensor<float>& gamma,
-                                      const Tensor<float>& beta, const Tensor<float>& epsilon, Tensor<float>& y_out) {
+Ort::Status RowDequantizeAddLayerNorm(OrtKernelContext* context, const Tensor<float>& y_int,
+                                      const Tensor<float>& scale, const Tensor<float>& floats,
+                                      const Tensor<float>& w_float, const Tensor<float>& residual,
+                                      const Tensor<float>& gamma, const Tensor<float>& beta,
+                                      const Tensor<float>& epsilon, Tensor<float>& y_out) {
   const std::string op = "RowDequantizeAddLayerNorm";
   Dequantized d;
   if (auto status = d.Read(op, y_int, scale, floats, w_float); !status.IsOK()) return status;
@@ -329,31 +424,65 @@ Ort::Status RowDequantizeAddLayerNorm(const Tensor<float>& y_int, const Tensor<f
   float* y = y_out.Allocate(shape);
   const float *res = residual.Data(), *g = gamma.Data(), *b = beta.Data();
   const float eps = *epsilon.Data();
-  for (int64_t r = 0; r < d.m; ++r) {
-    DequantizeRow(d.u + r * d.n, d.s[r], d.f + r * d.nf, d.nf, d.w, d.n, false, y + r * d.n);
-    AddLayerNormRow(y + r * d.n, res + r * d.n, d.n, g, b, eps);
-  }
+  ParallelBlocks(context, d.m, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      d.Row(r, false, y + r * d.n);
+      Cpu().add_layer_norm_row(y + r * d.n, res + r * d.n, d.n, g, b, eps);
+    }
+  });
   return Ort::Status(nullptr);
 }
 
 // RowDequantize, GELU, then RowQuantize for the next MatMul: the wide fp32 activation between the
 // two feed-forward MatMuls never leaves the cache.
-Ort::Status RowDequantizeGeluQuantize(const Tensor<float>& y_int, const Tensor<float>& scale,
-                                      const Tensor<float>& floats, const Tensor<float>& w_float,
-                                      const Tensor<float>& inv_smooth, const Tensor<int64_t>& float_channels,
-                                      const Tensor<uint8_t>& zero_point, Tensor<uint8_t>& q_out,
-                                      Tensor<float>& scale_out, Tensor<float>& floats_out) {
+Ort::Status RowDequantizeGeluQuantize(OrtKernelContext* context, const Tensor<float>& y_int,
+                                      const Tensor<float>& scale, const Tensor<float>& floats,
+                                      const Tensor<float>& w_float, const Tensor<float>& inv_smooth,
+                                      const Tensor<int64_t>& float_channels, const Tensor<uint8_t>& zero_point,
+                                      Tensor<uint8_t>& q_out, Tensor<float>& scale_out, Tensor<float>& floats_out) {
   const std::string op = "RowDequantizeGeluQuantize";
   Dequantized d;
   if (auto status = d.Read(op, y_int, scale, floats, w_float); !status.IsOK()) return status;
   Quantizer quantizer(inv_smooth, float_channels, zero_point);
   if (auto status = quantizer.Check(op, d.n); !status.IsOK()) return status;
   quantizer.Allocate(d.m, q_out, scale_out, floats_out);
-  std::vector<float> row(static_cast<size_t>(d.n));
-  for (int64_t r = 0; r < d.m; ++r) {
-    DequantizeRow(d.u + r * d.n, d.s[r], d.f + r * d.nf, d.nf, d.w, d.n, true, row.data());
-    quantizer.Row(r, row.data());
-  }
+  ParallelBlocks(context, d.m, kRowGrain, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(d.n)), scratch(static_cast<size_t>(d.n));
+    for (int64_t r = begin; r < end; ++r) {
+      d.Row(r, true, row.data());
+      quantizer.Row(r, row.data(), scratch.data());
+    }
+  });
+  return Ort::Status(nullptr);
+}
+
+Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
+                      const Tensor<float>& v, const Tensor<float>& scale, const Tensor<int64_t>& head_size,
+                      const Tensor<float>& bias, std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out) {
+  const std::string op = "Attention";
+  const auto shape = q.Shape();
+  if (shape.size() != 3 || k.Shape() != shape || v.Shape() != shape)
+    return Invalid(op, "q, k and v must share one (batch, length, hidden) shape");
+  const int64_t nb = shape[0], l = shape[1], dm = shape[2], d = *head_size.Data();
+  if (d <= 0 || dm % d) return Invalid(op, "hidden size is not a multiple of head_size");
+  const int64_t heads = dm / d;
+  AttentionArgs a{q.Data(), k.Data(), v.Data(), nullptr, l, dm, d, *scale.Data(), {}, {}};
+  const auto b1 = ScoreBias::From(bias, nb, heads, l);
+  const auto b2 = bias2.has_value() && *bias2 ? ScoreBias::From(**bias2, nb, heads, l) : std::optional<ScoreBias>{ScoreBias{}};
+  if (!b1 || !b2) return Invalid(op, "a score bias does not broadcast to (batch, heads, length, length)");
+  a.bias1 = *b1;
+  a.bias2 = *b2;
+  a.y = y_out.Allocate(shape);
+  const int width = Cpu().width;
+  const int64_t lp = (l + width - 1) / width * width;
+  ParallelBlocks(context, nb * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> kt(static_cast<size_t>(a.d * lp)), scores(static_cast<size_t>(kRows * lp));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / heads, h = task % heads;
+      if (!Cpu().attend_head(a, b, h, kt.data(), scores.data()))
+        generic::AttendHead(a, b, h, kt.data(), scores.data());  // head size not a whole number of vectors
+    }
+  });
   return Ort::Status(nullptr);
 }
 
@@ -373,6 +502,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
       Op{CreateLiteCustomOp("RowDequantize", kCpu, RowDequantize)},
       Op{CreateLiteCustomOp("RowDequantizeAddLayerNorm", kCpu, RowDequantizeAddLayerNorm)},
       Op{CreateLiteCustomOp("RowDequantizeGeluQuantize", kCpu, RowDequantizeGeluQuantize)},
+      Op{CreateLiteCustomOp("Attention", kCpu, Attention)},
   };
   static std::once_flag once;
   std::call_once(once, [] {
