@@ -23,8 +23,8 @@ AVX2_CPUINFO = "flags\t\t: sse4_2 avx avx2 fma avx_vnni\n"
 SSE_CPUINFO = "flags\t\t: fpu sse sse2 sse4_2\n"
 ARM_CPUINFO = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimddp\n"
 
-ALL = ["fp32", "optimized", "fp16", "int8_rowwise", "int8_rowwise_fused", "int8_blockwise", "int8_avx2", "int8_avx512",
-       "int8_avx512_vnni", "int8_arm64"]
+ALL = ["fp32", "optimized", "fp32_fused", "fp16", "int8_rowwise", "int8_rowwise_fused", "int8_blockwise", "int8_avx2",
+       "int8_avx512", "int8_avx512_vnni", "int8_arm64"]
 ROWWISE = ["int8_rowwise", "int8_rowwise_fused"]
 CALIBRATION = ["A man is eating food.", "Ein Mann isst Brot.", "short", "", "a much longer sentence " * 9,
                "The quick brown fox jumps over the lazy dog."] * 6
@@ -62,6 +62,7 @@ def test_detect_isa_on_this_host_is_a_known_value():
     # u8 activations x s8 weights saturate in vpmaddubsw: row-wise int8 needs VNNI (or Arm).
     ("avx512", ["fp32", *ROWWISE], "fp32"),
     ("avx2", ["fp32", *ROWWISE], "fp32"),
+    ("avx2", ["fp32", "fp32_fused", "int8_avx512"], "fp32_fused"),  # on embedrt's kernels, same fp32 arithmetic
     ("avx512_vnni", [v for v in ALL if v not in ROWWISE], "int8_avx512_vnni"),
     ("avx512_vnni", ["fp32", "optimized", "int8_avx2"], "int8_avx2"),
     ("avx512", ALL, "int8_avx512"),
@@ -70,7 +71,8 @@ def test_detect_isa_on_this_host_is_a_known_value():
     ("avx2", ["fp32", "optimized", "int8_avx512_vnni", "int8_arm64"], "fp32"),
     ("arm64", ["fp32", "int8_arm64"], "int8_arm64"),
     ("arm64", ["fp32", "int8_avx2"], "fp32"),
-    (None, ALL, "fp32"),  # the pre-fused graph is not faster on CPU
+    (None, ["fp32", "optimized"], "fp32"),  # ORT's pre-fused graph is not faster on CPU
+    (None, ALL, "fp32_fused"),
     ("avx512_vnni", ["fp32", "int8_blockwise", "fp16"], "fp32"),  # neither is an automatic CPU choice
 ])
 def test_best_variant_cpu(cpu_isa, available, expected):
@@ -187,13 +189,34 @@ def test_twin_optimized_keeps_fp32_parity_and_fuses(twin_with_variants):
     assert parity.max_one_minus_cos <= 1e-6, parity
 
 
+def test_twin_fp32_fused_keeps_fp32_parity_on_kernels(twin_with_variants):
+    """fp32_fused: attention, bias + residual + LayerNorm and bias + GELU on embedrt's kernels, the
+    MatMuls ONNX Runtime's; as close to sentence-transformers as the plain fp32 graph."""
+    from collections import Counter
+
+    import onnx
+    from embedrt_export.verify import measure, probe_texts
+
+    artifact, reference, candidates = twin_with_variants
+    layers = sum(n.op_type == "Erf" for n in onnx.load(str(artifact / "text" / "model.onnx")).graph.node)
+    fused = onnx.load_from_string(next(c for c in candidates if c.name == "fp32_fused").onnx_bytes)
+    ops = Counter(f"{n.domain}:{n.op_type}" for n in fused.graph.node)
+    assert ops["ai.embedrt:Attention"] == layers and ops["ai.embedrt:BiasGelu"] == layers
+    assert ops["ai.embedrt:BiasAddLayerNorm"] == 2 * layers and ops[":LayerNormalization"] == 1  # embeddings'
+    assert not ops[":Softmax"] and not ops[":Erf"] and not ops[":Transpose"]
+    model = embedrt.SentenceTransformer(artifact, variant="fp32_fused", threads=1)
+    parity = measure(reference, model, probe_texts(model.max_seq_length), batch_size=4)
+    assert parity.max_one_minus_cos <= 1e-6, parity
+
+
 @pytest.mark.parametrize(("variant", "limit"), [
     ("int8_blockwise", 1e-4),
     # Per-row scales: only float32 rounding in the fp32 parts can move with the batch (dynamic int8: ~1e-2).
     ("int8_rowwise", 1e-6),
     ("int8_rowwise_fused", 1e-6),
+    ("fp32_fused", 1e-6),
 ])
-def test_twin_int8_is_batch_invariant(twin_with_variants, variant, limit):
+def test_twin_variant_is_batch_invariant(twin_with_variants, variant, limit):
     from embedrt_export.verify import one_minus_cos
 
     artifact, _, _ = twin_with_variants
@@ -465,7 +488,7 @@ def test_export_writes_gated_variants_and_runtime_picks_a_safe_one(model_path, c
 
     said: list[str] = []
     manifest = export(model_path("all-MiniLM-L6-v2"), tmp_path / "a",
-                      variants=["optimized", "int8_avx512_vnni", "int8_rowwise", "int8_rowwise_fused"],
+                      variants=["optimized", "fp32_fused", "int8_avx512_vnni", "int8_rowwise", "int8_rowwise_fused"],
                       fidelity_texts=corpus_1000[:400], log=said.append)
     variants = manifest.towers["text"].variants
     assert variants["optimized"].parity["max_one_minus_cos"] <= 1e-6
@@ -473,11 +496,12 @@ def test_export_writes_gated_variants_and_runtime_picks_a_safe_one(model_path, c
         assert name in variants, said
         assert variants[name].parity["batch_one_minus_cos"] <= 1e-6
     assert variants["int8_rowwise_fused"].custom_ops == ("ai.embedrt",) and not variants["int8_rowwise"].custom_ops
+    assert variants["fp32_fused"].parity["max_one_minus_cos"] <= 1e-6
     for name in ("optimized", "int8_avx512_vnni"):
         if name in variants:
             assert not GATES[name].failures(variants[name].parity)
         else:
             assert any(line.startswith(f"variant {name} not written") for line in said), said
-    expected = "int8_rowwise_fused" if isa.detect_isa() in ("avx512_vnni", "arm64") else "fp32"
+    expected = "int8_rowwise_fused" if isa.detect_isa() in ("avx512_vnni", "arm64") else "fp32_fused"
     assert embedrt.SentenceTransformer(tmp_path / "a").variant == expected
     assert embedrt.SentenceTransformer(tmp_path / "a", variant="optimized").variant == "optimized"

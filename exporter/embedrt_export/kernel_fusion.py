@@ -17,6 +17,11 @@ Anything else (pre-LayerNorm blocks, other activations) keeps its plain ``RowDeq
 q, k and v, ``MatMul(q, kᵀ)``, its scale (``Mul`` or ``Div`` by a constant), the score biases
 (``Add``: the padding mask, MPNet's relative-position bias), ``Softmax``, ``MatMul(·, v)`` and the head
 merge, by one ``ai.embedrt.Attention`` on the projections' own (batch, length, hidden) rows.
+
+:func:`fuse_fp32` makes the ``fp32_fused`` graph from the plain fp32 one: its attention so, and each
+``Add(bias) → Add(residual) → LayerNormalization`` and ``Add(bias) → GELU`` after a MatMul as one
+``BiasAddLayerNorm`` or ``BiasGelu``; the MatMuls stay ONNX Runtime's. All fp32: the outputs move
+by float rounding only (GELU's erf is within 1.5e-7).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import numpy as np
 import onnx
 from embedrt.kernels import DOMAIN
 from onnx import helper, numpy_helper
+
+from .optimize import with_op_domains
 
 
 class _Graph:
@@ -262,3 +269,50 @@ def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.initializer[:]
     graph.initializer.extend(initializers)
     return model
+
+
+def _bias_add(g: _Graph, node: onnx.NodeProto) -> tuple[str, str] | None:
+    """(x, bias) when ``node`` is ``Add(x, b)`` with ``b`` a 1-D constant."""
+    if node.op_type != "Add":
+        return None
+    for x, b in (node.input, node.input[::-1]):
+        value = g.constants.get(b)
+        if value is not None and value.ndim == 1 and g.producer.get(x) is not None:
+            return x, b
+    return None
+
+
+def fuse_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The ``fp32_fused`` graph of a plain fp32 text graph (in place; returns the fused model)."""
+    graph = model.graph
+    g = _Graph(graph)
+    constants: list[onnx.TensorProto] = []
+    placed: dict[int, onnx.NodeProto] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        found = _bias_add(g, node)
+        if found is None or id(node) in dropped:
+            continue
+        x, bias = found
+        residual_add = g.only_use(node.output[0], "Add")
+        norm = residual_add and g.only_use(residual_add.output[0], "LayerNormalization")
+        if norm is not None and _attribute(norm, "axis", -1) == -1 and not any(norm.output[1:]) and \
+                len(norm.input) > 2 and norm.input[2]:
+            epsilon = node.name + "/epsilon"
+            constants.append(numpy_helper.from_array(np.array(_attribute(norm, "epsilon", 1e-5), np.float32), epsilon))
+            placed[id(norm)] = helper.make_node(
+                "BiasAddLayerNorm", [x, bias, g.other_input(residual_add, node.output[0]), norm.input[1],
+                                     norm.input[2], epsilon], [norm.output[0]], domain=DOMAIN, name=node.name + "LN")
+            dropped |= {id(node), id(residual_add), id(norm)}
+            continue
+        gelu = _gelu_output(g, node.output[0])
+        if gelu is not None:
+            gelu_out, gelu_nodes = gelu
+            placed[id(gelu_nodes[-1])] = helper.make_node("BiasGelu", [x, bias], [gelu_out], domain=DOMAIN,
+                                                          name=node.name + "Gelu")
+            dropped |= {id(node), *(id(n) for n in gelu_nodes)}
+    nodes = [placed.get(id(n), n) for n in graph.node if id(n) not in dropped or id(n) in placed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(constants)
+    return with_op_domains(fuse_attention(_without_dead_nodes(model)))

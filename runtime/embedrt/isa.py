@@ -7,9 +7,9 @@ The rule of :func:`best_variant`:
 
 * on ``cpu``: ``int8_rowwise_fused``, then ``int8_rowwise``, where the CPU has a non-saturating int8
   dot product (AVX-512 VNNI, Arm); then the dynamic int8 variant built for the best
-  integer-dot-product ISA this CPU has, trying the ladder below in order; else ``fp32``. Not
-  ``optimized``: ONNX Runtime's CPU session already fuses the plain graph itself, and the
-  pre-fused one measured no faster (MiniLM 0.99×, mpnet 0.89× of fp32).
+  integer-dot-product ISA this CPU has, trying the ladder below in order; else ``fp32_fused``, then
+  ``fp32``. Not ``optimized``: ONNX Runtime's CPU session already fuses the plain graph itself,
+  and the pre-fused one measured no faster (MiniLM 0.99×, mpnet 0.89× of fp32).
 
   =============== =====================================================================
   CPU has         int8 variants usable, best first
@@ -31,8 +31,10 @@ The rule of :func:`best_variant`:
 ``int8_rowwise`` multiplies u8 activations (per-row scales, any value 0..255) by s8 weights, so it
 needs VNNI's ``vpdpbusd`` (32-bit accumulation) or Arm's dot product; never AVX2/AVX-512 without VNNI.
 ``int8_rowwise_fused`` is the same recipe on embedrt's own kernels (``embedrt.kernels``): the
-quantize and rescale steps, LayerNorm and GELU each run as one pass over a row. Its graph needs
-embedrt's kernel library, so the facade drops it, saying so, where the library was not built.
+quantize and rescale steps, LayerNorm and GELU each run as one pass over a row, and attention as one
+op. ``fp32_fused`` is the fp32 graph with those attention, bias + LayerNorm and bias + GELU kernels
+(fp32 arithmetic, parity gated like ``optimized``). Both need embedrt's kernel library, so the
+facade drops them, saying so, where the library was not built.
 
 ``int8_blockwise`` (the batch-invariant, ranking-preserving int8) is never picked automatically:
 on ONNX Runtime's x64 kernels it runs at fp32 speed, so it is a size/fidelity choice the user
@@ -46,6 +48,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 FP32 = "fp32"
+FP32_FUSED = "fp32_fused"
 OPTIMIZED = "optimized"
 FP16 = "fp16"
 INT8_BLOCKWISE = "int8_blockwise"
@@ -121,7 +124,7 @@ def best_variant(available: Iterable[str], *, device: str = "cpu", isa: str | No
     else:
         cpu_isa = detect_isa() if isa == "auto" else isa
         rowwise = [INT8_ROWWISE_FUSED, INT8_ROWWISE] if cpu_isa in _ROWWISE_ISAS else []
-        order = rowwise + [int8_variant(i) for i in _INT8_LADDER.get(cpu_isa or "", ())] + [FP32]
+        order = rowwise + [int8_variant(i) for i in _INT8_LADDER.get(cpu_isa or "", ())] + [FP32_FUSED, FP32]
     for name in order:
         if name in names:
             return name

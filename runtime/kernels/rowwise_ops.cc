@@ -1,4 +1,4 @@
-// embedrt's ONNX Runtime kernels (op domain "ai.embedrt") for the int8_rowwise_fused graph.
+// embedrt's ONNX Runtime kernels (op domain "ai.embedrt") for the int8_rowwise_fused and fp32_fused graphs.
 //
 // int8_rowwise (embedrt_export/rowwise.py) quantizes each token's row on its own; in standard ONNX ops
 // that takes a dozen small kernels per MatMul input and three passes over every MatMul output, each
@@ -14,6 +14,9 @@
 //       -> q, scale, x_float_1
 //   Attention(q, k, v, scale, head_size, bias[, bias2]) -> y: softmax(q k^T * scale + biases) v per
 //       head, on the (batch, length, heads * head_size) rows the projections produce: no transposes
+//   BiasAddLayerNorm(x, bias, residual, gamma, beta, epsilon) -> LayerNorm(x + bias + residual)
+//   BiasGelu(x, bias) -> GELU(x + bias)
+// (the last two, with Attention, make the fp32_fused graph: fp32 arithmetic, one pass per row)
 //
 // Every row is computed from that row alone, so an embedding never depends on its batch. The
 // kernels are written once (simd_kernels.inc) and built for AVX-512, AVX2 + FMA and plain C++;
@@ -456,6 +459,58 @@ Ort::Status RowDequantizeGeluQuantize(OrtKernelContext* context, const Tensor<fl
   return Ort::Status(nullptr);
 }
 
+// x + bias as a dequantization: x * 1 + [1] @ [bias], exactly x + bias.
+struct BiasRows {
+  int64_t m = 0, n = 0;
+  const float *x = nullptr, *bias = nullptr;
+
+  Ort::Status Read(const std::string& op, const Tensor<float>& x_in, const Tensor<float>& bias_in) {
+    const auto shape = x_in.Shape();
+    if (shape.empty() || bias_in.NumberOfElement() != shape.back())
+      return Invalid(op, "bias must have the last axis' width");
+    n = shape.back(), m = LeadingRows(shape), x = x_in.Data(), bias = bias_in.Data();
+    return Ort::Status(nullptr);
+  }
+
+  void Row(int64_t r, bool gelu, float* y) const {
+    static const float one = 1.0f;
+    Cpu().dequantize_row(x + r * n, 1.0f, &one, 1, bias, n, gelu, y);
+  }
+};
+
+// LayerNormalization(x + bias + residual) over the last axis.
+Ort::Status BiasAddLayerNorm(OrtKernelContext* context, const Tensor<float>& x, const Tensor<float>& bias,
+                             const Tensor<float>& residual, const Tensor<float>& gamma, const Tensor<float>& beta,
+                             const Tensor<float>& epsilon, Tensor<float>& y_out) {
+  const std::string op = "BiasAddLayerNorm";
+  BiasRows rows;
+  if (auto status = rows.Read(op, x, bias); !status.IsOK()) return status;
+  if (residual.Shape() != x.Shape()) return Invalid(op, "residual's shape differs from the input's");
+  if (gamma.NumberOfElement() != rows.n || beta.NumberOfElement() != rows.n || epsilon.NumberOfElement() != 1)
+    return Invalid(op, "gamma and beta must have the row's width, epsilon one value");
+  float* y = y_out.Allocate(x.Shape());
+  const float *res = residual.Data(), *g = gamma.Data(), *b = beta.Data();
+  const float eps = *epsilon.Data();
+  ParallelBlocks(context, rows.m, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      rows.Row(r, false, y + r * rows.n);
+      Cpu().add_layer_norm_row(y + r * rows.n, res + r * rows.n, rows.n, g, b, eps);
+    }
+  });
+  return Ort::Status(nullptr);
+}
+
+// GELU(x + bias), erf form.
+Ort::Status BiasGelu(OrtKernelContext* context, const Tensor<float>& x, const Tensor<float>& bias, Tensor<float>& y_out) {
+  BiasRows rows;
+  if (auto status = rows.Read("BiasGelu", x, bias); !status.IsOK()) return status;
+  float* y = y_out.Allocate(x.Shape());
+  ParallelBlocks(context, rows.m, kRowGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) rows.Row(r, true, y + r * rows.n);
+  });
+  return Ort::Status(nullptr);
+}
+
 Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
                       const Tensor<float>& v, const Tensor<float>& scale, const Tensor<int64_t>& head_size,
                       const Tensor<float>& bias, std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out) {
@@ -503,6 +558,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
       Op{CreateLiteCustomOp("RowDequantizeAddLayerNorm", kCpu, RowDequantizeAddLayerNorm)},
       Op{CreateLiteCustomOp("RowDequantizeGeluQuantize", kCpu, RowDequantizeGeluQuantize)},
       Op{CreateLiteCustomOp("Attention", kCpu, Attention)},
+      Op{CreateLiteCustomOp("BiasAddLayerNorm", kCpu, BiasAddLayerNorm)},
+      Op{CreateLiteCustomOp("BiasGelu", kCpu, BiasGelu)},
   };
   static std::once_flag once;
   std::call_once(once, [] {
