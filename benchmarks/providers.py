@@ -60,7 +60,7 @@ FULL = {"texts": 128, "batch_sizes": (1, 8, 32, 128), "repeats": 5}
 ISA_FLAGS = {"avx512_vnni": ("avx512_vnni",), "avx512": ("avx512f", "avx512bw"), "avx2": ("avx2",),
              "avx_vnni": ("avx_vnni",), "vnni": ("avx512_vnni",), "amx": ("amx_int8",),
              # u8 x s8 with any u8 value: on x86 only VNNI accumulates without saturating (embedrt.isa).
-             "rowwise": ("avx512_vnni",), "blockwise": ()}
+             "rowwise": ("avx512_vnni",), "rowwise_fused": ("avx512_vnni",), "blockwise": ()}
 
 
 def load_fetcher() -> Any:

@@ -80,21 +80,36 @@ def test_callers_texts_do_not_grow(minilm_artifact):
     assert [sys.getsizeof(t) for t in texts[:2]] == sizes
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_rss_does_not_grow_with_new_shapes(exported, fortunes, workers):
+@pytest.fixture(scope="module")
+def l3_with_fused_int8(model_path, corpus_1000, tmp_path_factory):
+    """paraphrase-MiniLM-L3-v2 with its int8_rowwise_fused graph (the default on VNNI and Arm CPUs)."""
+    from embedrt_export import export
+
+    out = tmp_path_factory.mktemp("l3-fused") / "paraphrase-MiniLM-L3-v2"
+    said: list[str] = []
+    manifest = export(model_path("paraphrase-MiniLM-L3-v2"), out, variants=["int8_rowwise_fused"],
+                      fidelity_texts=corpus_1000[:400], log=said.append)
+    assert "int8_rowwise_fused" in manifest.towers["text"].variants, said
+    return out
+
+
+@pytest.mark.parametrize(("variant", "workers"), [("fp32", 1), ("fp32", 2), ("int8_rowwise_fused", None)])
+def test_rss_does_not_grow_with_new_shapes(exported, fortunes, request, variant, workers):
     """RSS after 20,000 mixed-length texts stays within 10% of RSS after the first 2,000, with one
-    batch in flight (the default) and with two (int8_rowwise's default)."""
+    batch in flight (fp32's default) and with two (int8_rowwise's default), and on embedrt's own
+    kernels (int8_rowwise_fused, the default on VNNI and Arm CPUs)."""
     from conftest import sample_records
 
-    artifact, _ = exported("paraphrase-MiniLM-L3-v2")
-    corpus_file = artifact.parent / f"rss_corpus_{workers}.txt"
+    artifact = exported("paraphrase-MiniLM-L3-v2")[0] if variant == "fp32" else \
+        request.getfixturevalue("l3_with_fused_int8")
+    corpus_file = artifact.parent / f"rss_corpus_{variant}_{workers}.txt"
     texts = sample_records(fortunes, 20_000, n_long=500)
     random.Random(0).shuffle(texts)  # mixed lengths throughout, as in a real stream
     corpus_file.write_text("\n".join(t.replace("\n", " ") for t in texts), encoding="utf-8")
     script = textwrap.dedent(f"""
         import psutil, embedrt
         texts = open({str(corpus_file)!r}, encoding="utf-8").read().split("\\n")
-        model = embedrt.SentenceTransformer({str(artifact)!r}, workers={workers})
+        model = embedrt.SentenceTransformer({str(artifact)!r}, variant={variant!r}, workers={workers})
         proc = psutil.Process()
         model.encode(texts[:2000], batch_size=32)
         first = proc.memory_info().rss

@@ -116,7 +116,8 @@ def _add_variants(manifest: Manifest, staging: Path, model: Any, names: Sequence
     reference = model.encode(list(texts), batch_size=32, convert_to_numpy=True)
     facts = ArchFacts.from_config(model[0].auto_model.config)
     fp32 = (staging / manifest.towers["text"].variants["fp32"].file).read_bytes()
-    feeds = graph.calibration_feeds(model, texts) if v.INT8_ROWWISE in names else []
+    calibrated = {v.INT8_ROWWISE, v.INT8_ROWWISE_FUSED} & set(names)
+    feeds = graph.calibration_feeds(model, texts) if calibrated else []
     for candidate in v.build_text_variants(fp32, facts, names, feeds):
         (staging / candidate.file).write_bytes(candidate.onnx_bytes)
         trial = v.with_variant(manifest, candidate)

@@ -66,6 +66,13 @@ class _Graph:
         return node.input[1] if node.input[0] == name else node.input[0]
 
 
+def _splice(graph: onnx.GraphProto, placed: dict[int, list[onnx.NodeProto]], dropped: set[int]) -> None:
+    """Put the new nodes where the node of that ``id`` was and remove the ``dropped`` ones."""
+    nodes = [new for n in graph.node if id(n) in placed or id(n) not in dropped for new in placed.get(id(n), [n])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 def _attribute(node: onnx.NodeProto, name: str, default):
     for a in node.attribute:
         if a.name == name:
@@ -104,24 +111,23 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
 
     def rewrite(match) -> None:
         g = _Graph(graph)
-        replaced: dict[int, onnx.NodeProto] = {}
+        replaced: dict[int, list[onnx.NodeProto]] = {}
         dropped: set[int] = set()
         for node in graph.node:
             if node.op_type == "RowDequantize" and node.domain == DOMAIN:
                 found = match(g, node)
-                if found is not None:
+                if found is not None:  # the fused node goes where the pattern's last node was
                     fused, gone = found
-                    replaced[id(node)] = fused
-                    dropped |= {id(n) for n in gone}
-        nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
-        del graph.node[:]
-        graph.node.extend(nodes)
+                    replaced[id(gone[-1])] = [fused]
+                    dropped |= {id(node), *(id(n) for n in gone)}
+        _splice(graph, replaced, dropped)
 
     def layer_norm(g: _Graph, node: onnx.NodeProto):
         out = node.output[0]
         add = g.only_use(out, "Add")
         norm = add and g.only_use(add.output[0], "LayerNormalization")
-        if norm is None or _attribute(norm, "axis", -1) != -1 or any(norm.output[1:]):
+        if norm is None or _attribute(norm, "axis", -1) != -1 or any(norm.output[1:]) or \
+                norm.input[1] not in g.constants:
             return None
         gamma = norm.input[1]
         beta = norm.input[2] if len(norm.input) > 2 and norm.input[2] else None
@@ -188,8 +194,8 @@ def _shape_entry(g: _Graph, name: str, index: int) -> int | None:
 
 
 def _attention(g: _Graph, scores: onnx.NodeProto, constants: list[onnx.TensorProto]):
-    """For the attention whose ``MatMul(q, kᵀ)`` is ``scores``: (the fused op, the nodes it replaces,
-    the node it takes the place of), or None."""
+    """For the attention whose ``MatMul(q, kᵀ)`` is ``scores``: ([(node whose place it takes, new nodes)],
+    the nodes it replaces), or None."""
     q = _head_split(g, scores.input[0], [0, 2, 1, 3])
     k = _head_split(g, scores.input[1], [0, 2, 3, 1])
     scaled = g.only_use(scores.output[0], "Mul") or g.only_use(scores.output[0], "Div")
@@ -221,7 +227,7 @@ def _attention(g: _Graph, scores: onnx.NodeProto, constants: list[onnx.TensorPro
                   numpy_helper.from_array(np.array(q[1], np.int64), name + "/head_size")]
     fused = helper.make_node("Attention", [q[0], k[0], v[0], name + "/scale", name + "/head_size", *biases],
                              [reshape.output[0]], domain=DOMAIN, name=name)
-    return fused, [*chain, softmax, context, merge, *q[2], *k[2], *v[2]], reshape
+    return [(reshape, [fused])], [*chain, softmax, context, merge, *q[2], *k[2], *v[2]]
 
 
 def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -232,18 +238,18 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = fused_model.graph
     g = _Graph(graph)
     constants: list[onnx.TensorProto] = []
-    placed: dict[int, onnx.NodeProto] = {}
+    placed: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
     for node in graph.node:
         if node.op_type == "MatMul":
             found = _attention(g, node, constants)
             if found is not None:
-                fused, gone, anchor = found
-                placed[id(anchor)] = fused  # where the head merge ended: q, k, v and biases exist by then
+                # The attention goes where the head merge ended: q, k, v and the biases exist by then.
+                placements, gone = found
+                for anchor, new in placements:
+                    placed[id(anchor)] = new
                 dropped |= {id(n) for n in gone}
-    nodes = [placed.get(id(n), n) for n in graph.node if id(n) not in dropped]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _splice(graph, placed, dropped)
     graph.initializer.extend(constants)
     _without_dead_nodes(fused_model)
     known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
@@ -287,7 +293,7 @@ def fuse_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = model.graph
     g = _Graph(graph)
     constants: list[onnx.TensorProto] = []
-    placed: dict[int, onnx.NodeProto] = {}
+    placed: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
     for node in graph.node:
         found = _bias_add(g, node)
@@ -300,19 +306,17 @@ def fuse_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
                 len(norm.input) > 2 and norm.input[2]:
             epsilon = node.name + "/epsilon"
             constants.append(numpy_helper.from_array(np.array(_attribute(norm, "epsilon", 1e-5), np.float32), epsilon))
-            placed[id(norm)] = helper.make_node(
+            placed[id(norm)] = [helper.make_node(
                 "BiasAddLayerNorm", [x, bias, g.other_input(residual_add, node.output[0]), norm.input[1],
-                                     norm.input[2], epsilon], [norm.output[0]], domain=DOMAIN, name=node.name + "LN")
+                                     norm.input[2], epsilon], [norm.output[0]], domain=DOMAIN, name=node.name + "LN")]
             dropped |= {id(node), id(residual_add), id(norm)}
             continue
         gelu = _gelu_output(g, node.output[0])
         if gelu is not None:
             gelu_out, gelu_nodes = gelu
-            placed[id(gelu_nodes[-1])] = helper.make_node("BiasGelu", [x, bias], [gelu_out], domain=DOMAIN,
-                                                          name=node.name + "Gelu")
+            placed[id(gelu_nodes[-1])] = [helper.make_node("BiasGelu", [x, bias], [gelu_out], domain=DOMAIN,
+                                                           name=node.name + "Gelu")]
             dropped |= {id(node), *(id(n) for n in gelu_nodes)}
-    nodes = [placed.get(id(n), n) for n in graph.node if id(n) not in dropped or id(n) in placed]
-    del graph.node[:]
-    graph.node.extend(nodes)
+    _splice(graph, placed, dropped)
     graph.initializer.extend(constants)
     return with_op_domains(fuse_attention(_without_dead_nodes(model)))

@@ -90,7 +90,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             parity = ", ".join(f"{k} {val:.3g}" for k, val in v.parity.items()) or "not measured"
             default = " (default)" if key == tower.default_variant else ""
             data = f" + {v.external_data}" if v.external_data else ""
-            print(f"{tower_name}/{key:<14}{default} {v.file}{data}  opset {v.opset}  parity: {parity}")
+            ops = f"  needs {', '.join(v.custom_ops)} (embedrt's kernels)" if v.custom_ops else ""
+            print(f"{tower_name}/{key:<14}{default} {v.file}{data}  opset {v.opset}{ops}  parity: {parity}")
     print(f"created with        {', '.join(f'{k} {v}' for k, v in sorted(m.created_with.items()))}")
     if args.verify:
         print(f"files               {len(m.files)} verified (sha256)")
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help=".npy file to write")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, help="CPU threads in all (default: every core this process may use)")
-    p.add_argument("--workers", type=int, help="CPU batches run at once (default 1; 2 for the int8_rowwise* graphs)")
+    p.add_argument("--workers", type=int, help="CPU batches run at once (default 1; 2 for the int8_rowwise graph)")
     p.add_argument("--variant", help="graph variant (default: the manifest's default)")
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -94,7 +94,7 @@ class SentenceTransformer:
         providers: explicit ONNX Runtime providers list instead of ``device``.
         threads: CPU threads to use in all; default all cores this process may use.
         workers: CPU only: text batches run at once, each on ``threads // workers`` threads. Default 1
-            (every batch gets all threads: the lowest latency), and 2 for the ``int8_rowwise*`` graphs,
+            (every batch gets all threads: the lowest latency), and 2 for the ``int8_rowwise`` graph,
             which runs faster that way (``embedrt.providers.CPU_CONCURRENT_VARIANTS``).
         strict: raise instead of warning when the requested provider is not what runs.
         variant: graph variant from the manifest (default: the tower's default, ``fp32``).

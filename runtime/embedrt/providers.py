@@ -14,7 +14,7 @@ from typing import Any
 
 from . import kernels
 from .checks import check_positive_int
-from .isa import INT8_ROWWISE, INT8_ROWWISE_FUSED
+from .isa import INT8_ROWWISE
 
 logger = logging.getLogger(__name__)
 
@@ -165,9 +165,10 @@ def default_threads() -> int:
 # intra-op pool. Measured on 2 cores (benchmarks/cpu.py --workers 1,2, same run): MiniLM-L6 1.057x,
 # mpnet-base 1.01-1.41x (the larger gain in one of the VM's slow phases); fp32 graphs 0.98-1.06x and
 # dynamic int8 1.00x, so those keep one batch at a time and its lower one-text latency.
-# int8_rowwise_fused's kernels run on their batch's one thread, so it needs a batch per core: with
-# one two-thread batch at a time it read 647 sentences/s against 815 (MiniLM-L6, in-process).
-CPU_CONCURRENT_VARIANTS = {INT8_ROWWISE: 2, INT8_ROWWISE_FUSED: 2}
+# int8_rowwise_fused does those steps in embedrt's kernels, which split rows over the session's
+# threads themselves: one batch at a time read 895 sentences/s against 861 with two (MiniLM-L6,
+# benchmarks/cpu.py --workers 1,2), so it keeps the lower latency of one.
+CPU_CONCURRENT_VARIANTS = {INT8_ROWWISE: 2}
 
 
 def split_threads(plan: SessionPlan, workers: int | None = None,
