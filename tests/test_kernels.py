@@ -154,14 +154,16 @@ def test_register_refuses_unknown_domains_and_a_missing_library(monkeypatch):
         kernels.register(options, [kernels.DOMAIN])
 
 
-@pytest.mark.parametrize(("batch", "length", "head_size", "position_bias"), [
-    (3, 45, 32, False),  # MiniLM-like; length not a whole number of vectors nor of query blocks
-    (2, 13, 64, True),   # MPNet-like: a relative-position bias per head besides the padding mask
-    (2, 7, 24, False),   # a head size that is no whole number of AVX-512 vectors: the portable path
+@pytest.mark.parametrize(("batch", "length", "head_size", "position_bias", "projection_bias"), [
+    (3, 45, 32, False, True),  # MiniLM-like; length not a whole number of vectors nor of query blocks
+    (2, 13, 64, True, True),   # MPNet-like: a relative-position bias per head besides the padding mask
+    (2, 9, 32, False, False),  # int8_rowwise_fused: the projections' biases are already in q, k and v
+    (2, 7, 24, False, True),   # a head size that is no whole number of AVX-512 vectors: the portable path
 ])
-def test_attention_matches_the_traced_ops(batch, length, head_size, position_bias):
-    """Attention on (batch, length, hidden) rows equals the traced Reshape/Transpose, MatMul, scale, bias
-    Adds, Softmax, MatMul and head merge, to float32 rounding; padded keys get no weight."""
+def test_attention_matches_the_traced_ops(batch, length, head_size, position_bias, projection_bias):
+    """Attention on (batch, length, hidden) rows equals the traced bias Adds of q, k and v, Reshape/Transpose,
+    MatMul, scale, score bias Adds, Softmax, MatMul and head merge, to float32 rounding; padded keys get
+    no weight."""
     rng = np.random.default_rng(5)
     heads = 4
     hidden = heads * head_size
@@ -171,15 +173,20 @@ def test_attention_matches_the_traced_ops(batch, length, head_size, position_bia
               numpy_helper.from_array(np.array([0, 0, heads, head_size], np.int64), "split"),
               numpy_helper.from_array(np.array([0, 0, hidden], np.int64), "merge")]
     biases = ["mask", "position"] if position_bias else ["mask"]
-    reference = [make("Reshape", ["q", "split"], ["q4"]), make("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
-                 make("Reshape", ["k", "split"], ["k4"]), make("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
-                 make("Reshape", ["v", "split"], ["v4"]), make("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+    qkv_bias = rng.standard_normal(3 * hidden).astype(np.float32) * projection_bias
+    consts += [numpy_helper.from_array(qkv_bias, "qkv_bias")]
+    consts += [numpy_helper.from_array(part, f"b{x}") for x, part in zip("qkv", np.split(qkv_bias, 3))]
+    reference = [make("Add", [x, f"b{x}"], [f"{x}b"]) for x in "qkv"]
+    reference += [make("Reshape", ["qb", "split"], ["q4"]), make("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+                  make("Reshape", ["kb", "split"], ["k4"]), make("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+                  make("Reshape", ["vb", "split"], ["v4"]), make("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
                  make("MatMul", ["qt", "kt"], ["s"]), make("Mul", ["s", "scale"], ["s0"])]
     for i, bias in enumerate(biases):
         reference.append(make("Add", [f"s{i}", bias], [f"s{i + 1}"]))
     reference += [make("Softmax", [f"s{len(biases)}"], ["p"], axis=-1), make("MatMul", ["p", "vt"], ["c"]),
                   make("Transpose", ["c"], ["ct"], perm=[0, 2, 1, 3]), make("Reshape", ["ct", "merge"], ["y_ref"])]
-    session = _session([_op("Attention", ["q", "k", "v", "scale", "head_size", *biases], ["y"]), *reference],
+    session = _session([_op("Attention", ["q", "k", "v", "qkv_bias", "scale", "head_size", *biases], ["y"]),
+                        *reference],
                        [(name, F) for name in ("q", "k", "v", *biases)], [("y", F), ("y_ref", F)], consts)
     feed = {name: rng.standard_normal((batch, length, hidden)).astype(np.float32) for name in "qkv"}
     mask = np.zeros((batch, 1, 1, length), np.float32)
@@ -194,10 +201,11 @@ def test_attention_matches_the_traced_ops(batch, length, head_size, position_bia
 
 
 def test_attention_refuses_a_bias_of_another_shape():
-    session = _session([_op("Attention", ["q", "k", "v", "scale", "head_size", "mask"], ["y"])],
+    session = _session([_op("Attention", ["q", "k", "v", "qkv_bias", "scale", "head_size", "mask"], ["y"])],
                        [(name, F) for name in ("q", "k", "v", "mask")], [("y", F)],
                        [numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
-                        numpy_helper.from_array(np.array(8, np.int64), "head_size")])
+                        numpy_helper.from_array(np.array(8, np.int64), "head_size"),
+                        numpy_helper.from_array(np.zeros(48, np.float32), "qkv_bias")])
     x = np.zeros((2, 5, 16), np.float32)
     with pytest.raises(Exception, match="ai.embedrt.Attention: a score bias does not broadcast"):
         session.run(None, {"q": x, "k": x, "v": x, "mask": np.zeros((2, 1, 1, 4), np.float32)})

@@ -225,9 +225,30 @@ def _attention(g: _Graph, scores: onnx.NodeProto, constants: list[onnx.TensorPro
     scale = factor if scaled.op_type == "Mul" else 1.0 / factor
     constants += [numpy_helper.from_array(np.array(scale, np.float32), name + "/scale"),
                   numpy_helper.from_array(np.array(q[1], np.int64), name + "/head_size")]
-    fused = helper.make_node("Attention", [q[0], k[0], v[0], name + "/scale", name + "/head_size", *biases],
-                             [reshape.output[0]], domain=DOMAIN, name=name)
-    return [(reshape, [fused])], [*chain, softmax, context, merge, *q[2], *k[2], *v[2]]
+    projections = [_projection(g, t) for t in (q[0], k[0], v[0])]
+    if any(p is None for p in projections):
+        return None
+    constants.append(numpy_helper.from_array(np.concatenate([p[1] for p in projections]), name + "/qkv_bias"))
+    fused = helper.make_node("Attention", [*(p[0] for p in projections), name + "/qkv_bias", name + "/scale",
+                                           name + "/head_size", *biases], [reshape.output[0]], domain=DOMAIN, name=name)
+    gone = [*chain, softmax, context, merge, *q[2], *k[2], *v[2]]
+    return [(reshape, [fused])], gone + [node for p in projections for node in p[2]]
+
+
+def _projection(g: _Graph, name: str) -> tuple[str, np.ndarray, list[onnx.NodeProto]] | None:
+    """How attention reads q, k or v: (the tensor, the bias to add inside the op, the nodes that go).
+    A projection's bias ``Add(MatMul(x, W), b)`` moves into the attention op; a row-wise int8
+    projection has its bias in the rescale already. None when the hidden size cannot be read."""
+    node = g.producer.get(name)
+    found = _bias_add(g, node) if node is not None and len(g.uses[name]) == 1 else None
+    if found is not None and g.producer[found[0]].op_type == "MatMul" and len(g.uses[found[0]]) == 1:
+        return found[0], g.constants[found[1]].astype(np.float32), [node]
+    width = None
+    if node is not None and node.op_type == "RowDequantize" and node.input[3] in g.constants:
+        width = g.constants[node.input[3]].shape[1]
+    elif node is not None and node.op_type == "MatMul" and node.input[1] in g.constants:
+        width = g.constants[node.input[1]].shape[1]
+    return (name, np.zeros(width, np.float32), []) if width else None
 
 
 def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:

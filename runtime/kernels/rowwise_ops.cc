@@ -12,8 +12,9 @@
 //   RowDequantizeAddLayerNorm(y_int, scale, x_float_1, w_float, residual, gamma, beta, epsilon) -> y
 //   RowDequantizeGeluQuantize(y_int, scale, x_float_1, w_float, inv_smooth, float_channels, zero_point)
 //       -> q, scale, x_float_1
-//   Attention(q, k, v, scale, head_size, bias[, bias2]) -> y: softmax(q k^T * scale + biases) v per
-//       head, on the (batch, length, heads * head_size) rows the projections produce: no transposes
+//   Attention(q, k, v, qkv_bias, scale, head_size, bias[, bias2]) -> y: softmax(q' k'^T * scale + biases) v'
+//       per head, where q' = q + its third of qkv_bias (k', v' alike: the projections' biases, or zeros),
+//       on the (batch, length, heads * head_size) rows the projections produce: no transposes
 //   BiasAddLayerNorm(x, bias, residual, gamma, beta, epsilon) -> LayerNorm(x + bias + residual)
 //   BiasGelu(x, bias) -> GELU(x + bias)
 // (the last two, with Attention, make the fp32_fused graph: fp32 arithmetic, one pass per row)
@@ -105,6 +106,7 @@ struct ScoreBias {
 
 struct AttentionArgs {
   const float *q, *k, *v;
+  const float *bq, *bk, *bv;  // the projections' biases, each hidden wide; null when all zero
   float* y;
   int64_t l, dm, d;
   float scale;
@@ -267,7 +269,7 @@ struct Kernels {
   float (*quantize_row)(const float*, const float*, int64_t, float, float*, uint8_t*);
   void (*dequantize_row)(const float*, float, const float*, int64_t, const float*, int64_t, bool, float*);
   void (*add_layer_norm_row)(float*, const float*, int64_t, const float*, const float*, float);
-  bool (*attend_head)(const AttentionArgs&, int64_t, int64_t, float*, float*);
+  bool (*attend_head)(const AttentionArgs&, int64_t, int64_t, float*, float*, float*);
   int width;  // floats per vector: attention scratch is padded to it
 };
 
@@ -512,7 +514,8 @@ Ort::Status BiasGelu(OrtKernelContext* context, const Tensor<float>& x, const Te
 }
 
 Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
-                      const Tensor<float>& v, const Tensor<float>& scale, const Tensor<int64_t>& head_size,
+                      const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
+                      const Tensor<int64_t>& head_size,
                       const Tensor<float>& bias, std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out) {
   const std::string op = "Attention";
   const auto shape = q.Shape();
@@ -521,7 +524,11 @@ Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const T
   const int64_t nb = shape[0], l = shape[1], dm = shape[2], d = *head_size.Data();
   if (d <= 0 || dm % d) return Invalid(op, "hidden size is not a multiple of head_size");
   const int64_t heads = dm / d;
-  AttentionArgs a{q.Data(), k.Data(), v.Data(), nullptr, l, dm, d, *scale.Data(), {}, {}};
+  if (qkv_bias.NumberOfElement() != 3 * dm) return Invalid(op, "qkv_bias must hold 3 * hidden values");
+  const float* qkv_b = qkv_bias.Data();
+  const bool biased = std::any_of(qkv_b, qkv_b + 3 * dm, [](float x) { return x != 0.0f; });
+  AttentionArgs a{q.Data(), k.Data(), v.Data(), biased ? qkv_b : nullptr, biased ? qkv_b + dm : nullptr,
+                  biased ? qkv_b + 2 * dm : nullptr, nullptr, l, dm, d, *scale.Data(), {}, {}};
   const auto b1 = ScoreBias::From(bias, nb, heads, l);
   const auto b2 = bias2.has_value() && *bias2 ? ScoreBias::From(**bias2, nb, heads, l) : std::optional<ScoreBias>{ScoreBias{}};
   if (!b1 || !b2) return Invalid(op, "a score bias does not broadcast to (batch, heads, length, length)");
@@ -531,11 +538,12 @@ Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const T
   const int width = Cpu().width;
   const int64_t lp = (l + width - 1) / width * width;
   ParallelBlocks(context, nb * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(static_cast<size_t>(a.d * lp)), scores(static_cast<size_t>(kRows * lp));
+    std::vector<float> kt(static_cast<size_t>(a.d * lp)), scores(static_cast<size_t>(kRows * lp)),
+        qb(static_cast<size_t>(kRows * a.d));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / heads, h = task % heads;
-      if (!Cpu().attend_head(a, b, h, kt.data(), scores.data()))
-        generic::AttendHead(a, b, h, kt.data(), scores.data());  // head size not a whole number of vectors
+      if (!Cpu().attend_head(a, b, h, kt.data(), scores.data(), qb.data()))
+        generic::AttendHead(a, b, h, kt.data(), scores.data(), qb.data());  // head size: not whole vectors
     }
   });
   return Ort::Status(nullptr);
