@@ -166,8 +166,8 @@ def default_threads() -> int:
 # mpnet-base 1.01-1.41x (the larger gain in one of the VM's slow phases); fp32 graphs 0.98-1.06x and
 # dynamic int8 1.00x, so those keep one batch at a time and its lower one-text latency.
 # int8_rowwise_fused does those steps in embedrt's kernels, which split rows over the session's
-# threads themselves: one batch at a time read 895 sentences/s against 861 with two (MiniLM-L6,
-# benchmarks/cpu.py --workers 1,2), so it keeps the lower latency of one.
+# threads themselves: one batch at a time read 895 and 905 sentences/s against 861 and 888 with two
+# (MiniLM-L6, two benchmarks/cpu.py --workers 1,2 runs), so it keeps the lower latency of one.
 CPU_CONCURRENT_VARIANTS = {INT8_ROWWISE: 2}
 
 
