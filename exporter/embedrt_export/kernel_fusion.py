@@ -158,11 +158,7 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
     rewrite(layer_norm)
     rewrite(gelu_quantize)
     graph.initializer.extend(new_constants)
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    return model
+    return _without_dead_nodes(model)
 
 
 def _perm(node: onnx.NodeProto) -> list[int]:

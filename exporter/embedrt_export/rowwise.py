@@ -159,6 +159,21 @@ def _quantize_weight(w: np.ndarray, smooth: np.ndarray, float_channels: np.ndarr
     return np.clip(np.round(scaled / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
 
 
+def _inv_smooth(calibration: Calibration, i: int) -> np.ndarray:
+    """1 / group ``i``'s smoothing factors, zero at its fp32 channels (they leave the int8 path)."""
+    inv = 1 / calibration.smooth[i]
+    inv[calibration.float_channels[i]] = 0.0
+    return inv
+
+
+def _float_weights(group: Group, j: int, floats: np.ndarray, node: onnx.NodeProto,
+                   biases: dict[str, tuple[onnx.NodeProto, np.ndarray]]) -> tuple[onnx.NodeProto | None, np.ndarray]:
+    """MatMul ``j``'s weight rows for the fp32 channels plus its bias as one more row (zeros without
+    one), and the bias ``Add`` this folds away, if any."""
+    add, bias = biases.get(node.output[0], (None, np.zeros(group.weights[j].shape[1], np.float32)))
+    return add, np.concatenate([group.weights[j][floats], bias[None, :]]).astype(np.float32)
+
+
 def _bias_adds(graph: onnx.GraphProto,
                matmuls: list[onnx.NodeProto]) -> dict[str, tuple[onnx.NodeProto, np.ndarray]]:
     """For each MatMul output whose only use is ``Add(output, constant 1-D bias)``: that Add and its bias."""
@@ -231,8 +246,6 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
             quantized.add(i)
             # x/s per channel, then per row: scale = max(hi/(255-z), -lo/z), q = round(x/scale) + z.
             x, rows = p + "/x", p + "/rows_in"
-            inv_smooth = 1 / smooth
-            inv_smooth[floats] = 0.0
             nodes += [
                 make("Shape", [group.input], [p + "/in_shape"]),
                 make("Slice", [p + "/in_shape", first, flat], [p + "/lead_dims"]),
@@ -244,7 +257,7 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
                           make("Pad", [p + "/x_float", const(np.array([0, 0, 0, 1], np.int64), p + "/one_more"),
                                        one], [p + "/x_float_1"])]
             nodes += [
-                make("Mul", [rows, const(inv_smooth, p + "/inv_smooth")], [x]),
+                make("Mul", [rows, const(_inv_smooth(calibration, i), p + "/inv_smooth")], [x]),
                 make("ReduceMax", [x], [p + "/hi"], axes=[-1], keepdims=1),
                 make("ReduceMin", [x], [p + "/lo"], axes=[-1], keepdims=1),
                 make("Div", [p + "/hi", const(np.array(255 - zp, np.float32), p + "/hi_steps")], [p + "/s_hi"]),
@@ -266,8 +279,7 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
         ]
         y, out = q + "/y_int8", node.output[0]
         if floats.size:
-            add, bias = biases.get(node.output[0], (None, np.zeros(group.weights[j].shape[1], np.float32)))
-            w_float = np.concatenate([group.weights[j][floats], bias[None, :]]).astype(np.float32)
+            add, w_float = _float_weights(group, j, floats, node, biases)
             nodes.append(make("Gemm", [p + "/x_float_1", const(w_float, q + "/w_float"), y], [q + "/y"],
                               name=q + "/float_part"))
             y, out = q + "/y", add.output[0] if add is not None else out
@@ -294,15 +306,12 @@ def _kernel_nodes(group: Group, i: int, j: int, node: onnx.NodeProto, calibratio
     zp, smooth, floats = calibration.zero_point[i], calibration.smooth[i], calibration.float_channels[i]
     nodes = []
     if first:
-        inv_smooth = 1 / smooth
-        inv_smooth[floats] = 0.0
-        inputs = [group.input, const(inv_smooth, p + "/inv_smooth"),
+        inputs = [group.input, const(_inv_smooth(calibration, i), p + "/inv_smooth"),
                   const(floats.astype(np.int64), p + "/float_channels"), const(np.array(zp, np.uint8), p + "/zp")]
         nodes.append(helper.make_node("RowQuantize", inputs, [p + "/q", p + "/scale", p + "/x_float_1"],
                                       domain=KERNELS_DOMAIN, name=p + "/RowQuantize"))
     weight, w_scale = _quantize_weight(group.weights[j], smooth, floats)
-    add, bias = biases.get(node.output[0], (None, np.zeros(group.weights[j].shape[1], np.float32)))
-    w_float = np.concatenate([group.weights[j][floats], bias[None, :]]).astype(np.float32)
+    add, w_float = _float_weights(group, j, floats, node, biases)
     nodes += [
         helper.make_node("MatMulIntegerToFloat",
                          [p + "/q", const(weight, q + "/w"), "rowwise/one", const(w_scale, q + "/w_scale"), p + "/zp"],
