@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -37,6 +41,30 @@ def _quantize_constants(rng, k, float_channels, zero_point):
 
 def test_the_library_is_built_in_this_install():
     assert kernels.available(), "runtime/kernels was not compiled: pip install -e . needs a C++17 compiler"
+    assert kernels.isa() in kernels.ISAS
+
+
+@pytest.mark.skipif(bool(os.environ.get(kernels.ISA_ENV)), reason="this run is the one under a capped instruction set")
+@pytest.mark.parametrize("cap", ["avx2", "generic"])
+def test_every_instruction_set_passes_these_tests(cap):
+    """This file's tests again, in a process whose kernels are capped at `cap`: the paths a CPU without
+    AVX-512 (or x86) runs are checked on this one."""
+    env = {**os.environ, kernels.ISA_ENV: cap}
+    probe = subprocess.run([sys.executable, "-c", "from embedrt import kernels; print(kernels.isa())"], env=env,
+                           capture_output=True, text=True, check=True)
+    isa = probe.stdout.strip()
+    if kernels.ISAS.index(isa) > kernels.ISAS.index(cap):
+        pytest.skip(f"this CPU has no {cap}")
+    assert isa == cap
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:]
+
+
+def test_a_bad_instruction_set_cap_is_refused(monkeypatch):
+    monkeypatch.setenv(kernels.ISA_ENV, "AVX2")
+    with pytest.raises(ValueError, match="EMBEDRT_KERNELS_ISA='AVX2': expected one of avx512, avx2, generic"):
+        kernels.register(ort.SessionOptions(), [kernels.DOMAIN])
 
 
 @pytest.mark.parametrize("k", [384, 37])  # AVX2 rows, and rows that are not whole vectors
@@ -157,6 +185,7 @@ def test_register_refuses_unknown_domains_and_a_missing_library(monkeypatch):
 @pytest.mark.parametrize(("batch", "length", "head_size", "position_bias", "projection_bias"), [
     (3, 45, 32, False, True),  # MiniLM-like; length not a whole number of vectors nor of query blocks
     (2, 13, 64, True, True),   # MPNet-like: a relative-position bias per head besides the padding mask
+    (1, 70, 64, False, True),  # keys and head channels in tiles of three vectors and a remainder
     (2, 9, 32, False, False),  # int8_rowwise_fused: the projections' biases are already in q, k and v
     (2, 7, 24, False, True),   # a head size that is no whole number of AVX-512 vectors: the portable path
 ])

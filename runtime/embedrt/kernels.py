@@ -4,17 +4,25 @@ The library (C++ in ``runtime/kernels``) is built when embedrt is installed and 
 from its path, as a custom-op library. A graph variant lists the op domains it needs in the manifest
 (``GraphVariant.custom_ops``); :func:`register` adds them to a session's options or says why it cannot.
 Without the library, the runtime picks another variant and says so (``embedrt.model``).
+
+The kernels run on the best instruction set the CPU has (AVX-512, AVX2 + FMA, or portable C++);
+the environment variable ``EMBEDRT_KERNELS_ISA`` (one of :data:`ISAS`) caps it, for tests and for
+ruling out a suspect path. :func:`isa` says which one runs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib.machinery
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 DOMAIN = "ai.embedrt"
 _LIBRARY_STEM = "_kernels"
+ISA_ENV = "EMBEDRT_KERNELS_ISA"
+ISAS = ("avx512", "avx2", "generic")
 
 
 class KernelLibraryError(RuntimeError):
@@ -36,15 +44,36 @@ def available() -> bool:
     return library_path() is not None
 
 
+def isa() -> str:
+    """The instruction set the kernels run on in this process: one of :data:`ISAS`.
+
+    Raises :class:`KernelLibraryError` when the library was not built.
+    """
+    _check_isa_cap()
+    path = library_path()
+    if path is None:
+        raise KernelLibraryError("this embedrt install has no kernel library")
+    query = ctypes.CDLL(str(path)).EmbedrtKernelIsa
+    query.restype = ctypes.c_char_p
+    return query().decode()
+
+
+def _check_isa_cap() -> None:
+    cap = os.environ.get(ISA_ENV, "")
+    if cap and cap not in ISAS:
+        raise ValueError(f"environment variable {ISA_ENV}={cap!r}: expected one of {', '.join(ISAS)}")
+
+
 def register(options: Any, domains: Iterable[str]) -> None:
     """Register the kernel library with ONNX Runtime ``options`` for a graph needing ``domains``.
 
-    Raises ``ValueError`` for a domain embedrt does not provide and :class:`KernelLibraryError` when
-    the library was not built.
+    Raises ``ValueError`` for a domain embedrt does not provide or a bad ``EMBEDRT_KERNELS_ISA``, and
+    :class:`KernelLibraryError` when the library was not built.
     """
     domains = set(domains)
     if not domains:
         return
+    _check_isa_cap()
     unknown = sorted(domains - {DOMAIN})
     if unknown:
         raise ValueError(f"the graph needs custom op domain(s) {unknown}; embedrt provides only {DOMAIN!r}")

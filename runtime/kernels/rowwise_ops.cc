@@ -29,11 +29,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -47,7 +50,7 @@ namespace {
 
 // The oldest ONNX Runtime C API this library asks for (onnxruntime 1.20, pyproject's floor).
 constexpr uint32_t kOrtApiVersion = 20;
-constexpr int kRows = 4;  // attention query rows per block
+constexpr int kRows = 8;  // attention query rows per block: each key or value load feeds kRows FMAs
 
 constexpr float kErfP = 0.3275911f;
 constexpr float kErfA[5] = {0.254829592f, -0.284496736f, 1.421413741f, -1.453152027f, 1.061405429f};
@@ -97,11 +100,8 @@ struct ScoreBias {
     return bias;
   }
 
-  void Add(int64_t b, int64_t h, int64_t i, int64_t l, float* scores) const {
-    if (data == nullptr) return;
-    const float* row = data + b * sb + h * sh + i * si;
-    for (int64_t j = 0; j < l; ++j) scores[j] += row[per_key ? j : 0];
-  }
+  // Query row i's biases: l values when per_key, else one; null when there is no bias.
+  const float* Row(int64_t b, int64_t h, int64_t i) const { return data ? data + b * sb + h * sh + i * si : nullptr; }
 };
 
 struct AttentionArgs {
@@ -111,18 +111,14 @@ struct AttentionArgs {
   int64_t l, dm, d;
   float scale;
   ScoreBias bias1, bias2;
-
-  void finish_scores(int64_t b, int64_t h, int64_t i, float* s) const {
-    for (int64_t j = 0; j < l; ++j) s[j] *= scale;
-    bias1.Add(b, h, i, l, s);
-    bias2.Add(b, h, i, l, s);
-  }
 };
 
 // -- vector types: the operations simd_kernels.inc needs ---------------------------------------------
+// kTile: the most vectors of keys (or head channels) an attention tile spans, kRows accumulators each.
 struct VecScalar {
   using R = float;
   static constexpr int W = 1;
+  static constexpr int kTile = 1;
   static R load(const float* p) { return *p; }
   static void store(float* p, R v) { *p = v; }
   static R set1(float v) { return v; }
@@ -144,6 +140,9 @@ struct VecScalar {
   static float reduce_min(R a) { return a; }
   static float reduce_add(R a) { return a; }
   static void store_u8(uint8_t* q, R v) { *q = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f)); }
+  static R load_first(const float* p, int64_t) { return *p; }  // W = 1: never a partial vector
+  static R keep_first(R v, int64_t, float) { return v; }
+  static void transpose(R*) {}
 };
 
 namespace generic {
@@ -161,7 +160,15 @@ using V = VecScalar;
 struct VecAvx2 {
   using R = __m256;
   static constexpr int W = 8;
+  static constexpr int kTile = 1;  // 16 registers: 8 accumulators, a key and a broadcast
   static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256i first(int64_t n) {  // lanes below n all ones
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static R load_first(const float* p, int64_t n) { return _mm256_maskload_ps(p, first(n)); }  // zeros past n
+  static R keep_first(R v, int64_t n, float fill) {
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_castsi256_ps(first(n)));
+  }
   static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
   static R set1(float v) { return _mm256_set1_ps(v); }
   static R zero() { return _mm256_setzero_ps(); }
@@ -204,6 +211,23 @@ struct VecAvx2 {
     const __m128i i16 = _mm_packs_epi32(_mm256_castsi256_si128(i32), _mm256_extracti128_si256(i32, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(q), _mm_packus_epi16(i16, i16));
   }
+  static void transpose(R* r) {  // 8 x 8, in registers
+    R t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+      u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+      u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+      u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+      r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+  }
 };
 namespace avx2 {
 using V = VecAvx2;
@@ -220,7 +244,11 @@ using V = VecAvx2;
 struct VecAvx512 {
   using R = __m512;
   static constexpr int W = 16;
+  static constexpr int kTile = 3;  // 32 registers: 24 accumulators, 3 keys and a broadcast
   static R load(const float* p) { return _mm512_loadu_ps(p); }
+  static __mmask16 first(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }  // n < 16
+  static R load_first(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }  // zeros past n
+  static R keep_first(R v, int64_t n, float fill) { return _mm512_mask_blend_ps(first(n), _mm512_set1_ps(fill), v); }
   static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
   static R set1(float v) { return _mm512_set1_ps(v); }
   static R zero() { return _mm512_setzero_ps(); }
@@ -252,6 +280,31 @@ struct VecAvx512 {
     const __m512i i32 = _mm512_max_epi32(_mm512_cvtps_epi32(v), _mm512_setzero_si512());
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtusepi32_epi8(i32));
   }
+  static R lo(R a, R b) { return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); }
+  static R hi(R a, R b) { return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); }
+  static void transpose(R* r) {  // 16 x 16, in registers: pairs, then quads, then 128-bit lanes twice
+    R t[16];
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+      r[i] = lo(t[i], t[i + 2]);
+      r[i + 1] = hi(t[i], t[i + 2]);
+      r[i + 2] = lo(t[i + 1], t[i + 3]);
+      r[i + 3] = hi(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+      t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+      t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+      t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; ++i) {
+      r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+      r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+  }
 };
 namespace avx512 {
 using V = VecAvx512;
@@ -271,16 +324,22 @@ struct Kernels {
   void (*add_layer_norm_row)(float*, const float*, int64_t, const float*, const float*, float);
   bool (*attend_head)(const AttentionArgs&, int64_t, int64_t, float*, float*, float*);
   int width;  // floats per vector: attention scratch is padded to it
+  const char* isa;
 };
 
 #define EMBEDRT_TABLE(ns, width) \
-  Kernels { ns::QuantizeRow, ns::DequantizeRow, ns::AddLayerNormRow, ns::AttendHead, width }
+  Kernels { ns::QuantizeRow, ns::DequantizeRow, ns::AddLayerNormRow, ns::AttendHead, width, #ns }
 
+// The best instruction set the CPU has, at most EMBEDRT_KERNELS_ISA ("avx512", "avx2" or "generic";
+// embedrt.kernels refuses other values) when set: tests run every path on one machine, and a user can rule out a suspect one.
 const Kernels& Cpu() {
   static const Kernels kernels = [] {
+    const char* cap_env = std::getenv("EMBEDRT_KERNELS_ISA");
+    const std::string cap = cap_env && *cap_env ? cap_env : "avx512";
 #ifdef EMBEDRT_X86
-    if (__builtin_cpu_supports("avx512f")) return EMBEDRT_TABLE(avx512, 16);
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return EMBEDRT_TABLE(avx2, 8);
+    if (cap == "avx512" && __builtin_cpu_supports("avx512f")) return EMBEDRT_TABLE(avx512, 16);
+    if ((cap == "avx512" || cap == "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return EMBEDRT_TABLE(avx2, 8);
 #endif
     return EMBEDRT_TABLE(generic, 1);
   }();
@@ -538,18 +597,25 @@ Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const T
   const int width = Cpu().width;
   const int64_t lp = (l + width - 1) / width * width;
   ParallelBlocks(context, nb * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> kt(static_cast<size_t>(a.d * lp)), scores(static_cast<size_t>(kRows * lp)),
-        qb(static_cast<size_t>(kRows * a.d));
+    thread_local std::vector<float> scratch;  // kept across heads and calls: no allocation per head
+    const auto need = static_cast<size_t>((a.d + kRows) * lp + kRows * a.d);
+    if (scratch.size() < need) scratch.resize(need);
+    float* kt = scratch.data();
+    float* scores = kt + a.d * lp;
+    float* qb = scores + kRows * lp;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / heads, h = task % heads;
-      if (!Cpu().attend_head(a, b, h, kt.data(), scores.data(), qb.data()))
-        generic::AttendHead(a, b, h, kt.data(), scores.data(), qb.data());  // head size: not whole vectors
+      if (!Cpu().attend_head(a, b, h, kt, scores, qb))
+        generic::AttendHead(a, b, h, kt, scores, qb);  // head size: not whole vectors
     }
   });
   return Ort::Status(nullptr);
 }
 
 }  // namespace
+
+// The instruction set the kernels run on: "avx512", "avx2" or "generic" (embedrt.kernels.isa()).
+extern "C" __attribute__((visibility("default"))) const char* EmbedrtKernelIsa() { return Cpu().isa; }
 
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
