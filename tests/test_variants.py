@@ -321,6 +321,19 @@ def test_without_the_kernel_library_the_fused_graph_is_skipped_aloud_or_refused(
         embedrt.SentenceTransformer(artifact, variant="int8_rowwise_fused", threads=1)
 
 
+def test_info_names_the_kernels_a_variant_needs_and_where_they_run(twin_with_variants, capsys, monkeypatch):
+    from embedrt import kernels
+    from embedrt.cli import main
+
+    assert main(["info", str(twin_with_variants[0])]) == 0
+    out = capsys.readouterr().out
+    assert "int8_rowwise_fused" in out and f"needs {kernels.DOMAIN} (embedrt's kernels)" in out
+    assert f"embedrt kernels     {kernels.isa()}" in out
+    monkeypatch.setattr(kernels, "library_path", lambda: None)
+    assert main(["info", str(twin_with_variants[0])]) == 0
+    assert "embedrt kernels     not built in this install" in capsys.readouterr().out
+
+
 def test_rowwise_outlier_channels_run_in_fp32_and_rows_quantize_alone():
     """A synthetic linear layer whose input has one huge channel: that channel is computed in fp32,
     the rest in int8 with per-row scales, and each row's result does not depend on the others. Its

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from . import kernels
 from .manifest import Artifact
 
 
@@ -92,6 +93,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
             data = f" + {v.external_data}" if v.external_data else ""
             ops = f"  needs {', '.join(v.custom_ops)} (embedrt's kernels)" if v.custom_ops else ""
             print(f"{tower_name}/{key:<14}{default} {v.file}{data}  opset {v.opset}{ops}  parity: {parity}")
+    if any(v.custom_ops for tower in m.towers.values() for v in tower.variants.values()):
+        print(f"embedrt kernels     {kernels.isa() if kernels.available() else 'not built in this install'}")
     print(f"created with        {', '.join(f'{k} {v}' for k, v in sorted(m.created_with.items()))}")
     if args.verify:
         print(f"files               {len(m.files)} verified (sha256)")
