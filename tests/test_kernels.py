@@ -57,7 +57,8 @@ def test_every_instruction_set_passes_these_tests(cap):
     if kernels.ISAS.index(isa) > kernels.ISAS.index(cap):
         pytest.skip(f"this CPU has no {cap}")
     assert isa == cap
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__], env=env,
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          "-k", "not compiles_for"], env=env,  # cross-compiling does not depend on the cap
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-4000:]
 
