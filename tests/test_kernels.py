@@ -255,3 +255,15 @@ def test_attention_refuses_a_bias_of_another_shape():
     x = np.zeros((2, 5, 16), np.float32)
     with pytest.raises(Exception, match="ai.embedrt.Attention: a score bias does not broadcast"):
         session.run(None, {"q": x, "k": x, "v": x, "mask": np.zeros((2, 1, 1, 4), np.float32)})
+
+
+def test_the_attention_benchmark_times_the_kernel_against_onnxruntime_ops():
+    """benchmarks/attention.py as its users run it, tiny: one row per length, outputs that agree."""
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "attention.py"), "--lengths", "5,40",
+                          "--rounds", "1", "--min-s", "0.001", "--threads", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line.split(" | ") for line in run.stdout.splitlines() if line.startswith(("| 5 |", "| 40 |"))]
+    assert [row[1] for row in rows] == ["32", "25"]  # the engine's 1,024-token budget, at most 32 texts
+    assert all(float(row[-1].rstrip(" |")) < 1e-5 for row in rows), run.stdout
