@@ -6,7 +6,9 @@ masked) runs through one session per kernel library given (``--library``, repeat
 installed build and one compiled from an older commit) and through the traced attention as ONNX
 Runtime runs it (Reshape/Transpose, MatMul, scale, mask Add, Softmax, MatMul, merge). Rounds are
 interleaved; each cell is the median time, its GFLOP/s (4·B·H·L²·d) and the ratio to the first
-column, and every output is checked against the ONNX Runtime ops.
+column, and every output is checked against the ONNX Runtime ops. All sessions share one global
+ONNX Runtime thread pool: with a pool per session, the idle sessions' spinning workers take the
+cores from the one being timed (measured: 2 threads then ran no faster than 1).
 
     .venv/bin/python benchmarks/attention.py --lengths 12,20,33,48,128 --threads 2
     .venv/bin/python benchmarks/attention.py --library old.so --library runtime/embedrt/_kernels*.so
@@ -54,9 +56,10 @@ def graphs(heads: int, head_size: int) -> dict[str, bytes]:
             for name, nodes in (("kernel", fused), ("onnxruntime ops", traced))}
 
 
-def session(model: bytes, threads: int, library: Path | None) -> ort.InferenceSession:
+def session(model: bytes, library: Path | None) -> ort.InferenceSession:
+    """A session on the process' global thread pool (see the module docstring)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.use_per_session_threads = False
     options.log_severity_level = 3
     if library is not None:
         options.register_custom_ops_library(str(library))
@@ -79,9 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     if None in libraries:
         raise SystemExit("this embedrt install has no kernel library; pass --library PATH")
     models = graphs(args.heads, args.head_size)
+    ort.capi._pybind_state.set_global_thread_pool_sizes(args.threads, 1)  # before the first session
     names = [f"{lib.name} ({i})" for i, lib in enumerate(libraries)] if len(libraries) > 1 else ["embedrt kernel"]
-    columns = {name: session(models["kernel"], args.threads, lib) for name, lib in zip(names, libraries)}
-    columns["onnxruntime ops"] = session(models["onnxruntime ops"], args.threads, None)
+    columns = {name: session(models["kernel"], lib) for name, lib in zip(names, libraries)}
+    columns["onnxruntime ops"] = session(models["onnxruntime ops"], None)
     print(f"heads {args.heads}, head size {args.head_size}, {args.threads} threads, last {args.pad} keys masked; "
           f"median ms (GFLOP/s, × first column)\n")
     print("| L | batch | " + " | ".join(columns) + " | max abs difference from onnxruntime ops |")
