@@ -122,3 +122,19 @@ def twin_assets():
     from embedrt_export import twins
 
     return twins.default_assets(fetcher.cache_dir())
+
+
+@pytest.fixture(scope="session")
+def add_variants():
+    """Writes variant candidates into an exported artifact as the export does, so the runtime loads them."""
+    from embedrt.manifest import Artifact
+    from embedrt_export import variants
+
+    def add(artifact_dir: Path, candidates) -> None:
+        manifest = Artifact(artifact_dir).manifest
+        for candidate in candidates:
+            (artifact_dir / candidate.file).write_bytes(candidate.onnx_bytes)
+            manifest = variants.with_variant(manifest, candidate)
+        (artifact_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+
+    return add

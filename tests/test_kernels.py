@@ -257,6 +257,61 @@ def test_attention_refuses_a_bias_of_another_shape():
         session.run(None, {"q": x, "k": x, "v": x, "mask": np.zeros((2, 1, 1, 4), np.float32)})
 
 
+@pytest.mark.parametrize(("lengths", "head_size", "position_bias"), [
+    ((45, 3, 17, 0, 30), 32, False),  # MiniLM-like; an empty item; lengths off the vector and block sizes
+    ((13, 9, 1), 64, True),           # MPNet-like: a relative-position bias read at each item's own positions
+    ((7, 5), 24, False),              # a head size that is no whole number of AVX-512 vectors: the portable path
+])
+def test_packed_attention_attends_within_each_item(lengths, head_size, position_bias):
+    """PackedAttention on packed rows (no padding) equals, item by item, softmax attention over that item's
+    keys alone, with the position bias's top-left corner; rows of other items never leak in."""
+    rng = np.random.default_rng(7)
+    heads, width = 4, max(lengths) + 3  # the bias's padded width exceeds the longest item
+    hidden = heads * head_size
+    scale = 1 / np.sqrt(head_size)
+    inputs = ["q", "k", "v", "qkv_bias", "scale", "head_size", "lengths"] + (["position"] if position_bias else [])
+    qkv_bias = rng.standard_normal(3 * hidden).astype(np.float32)
+    session = _session([_op("PackedAttention", inputs, ["y"])],
+                       [("q", F), ("k", F), ("v", F), ("lengths", TensorProto.INT64), ("position", F)][
+                           :5 if position_bias else 4], [("y", F)],
+                       [numpy_helper.from_array(np.array(scale, np.float32), "scale"),
+                        numpy_helper.from_array(np.array(head_size, np.int64), "head_size"),
+                        numpy_helper.from_array(qkv_bias, "qkv_bias")])
+    tokens = sum(lengths)
+    feed = {x: rng.standard_normal((1, tokens, hidden)).astype(np.float32) for x in "qkv"}
+    feed["lengths"] = np.array(lengths, np.int64)
+    position = rng.standard_normal((1, heads, width, width)).astype(np.float32)
+    if position_bias:
+        feed["position"] = position
+    y = session.run(None, feed)[0]
+    assert y.shape == (1, tokens, hidden)
+    bq, bk, bv = np.split(qkv_bias, 3)
+    start = 0
+    for n in lengths:
+        rows = slice(start, start + n)
+        for h in range(heads if n else 0):
+            cols = slice(h * head_size, (h + 1) * head_size)
+            q, k, v = (feed[x][0, rows, cols] + b[cols] for x, b in (("q", bq), ("k", bk), ("v", bv)))
+            s = q.astype(np.float64) @ k.T * scale + (position[0, h, :n, :n] if position_bias else 0)
+            p = np.exp(s - s.max(axis=1, keepdims=True))
+            np.testing.assert_allclose(y[0, rows, cols], (p / p.sum(axis=1, keepdims=True)) @ v, atol=2e-6)
+        start += n
+
+
+def test_packed_attention_refuses_lengths_that_do_not_cover_the_rows():
+    session = _session([_op("PackedAttention", ["q", "k", "v", "qkv_bias", "scale", "head_size", "lengths"], ["y"])],
+                       [("q", F), ("k", F), ("v", F), ("lengths", TensorProto.INT64)], [("y", F)],
+                       [numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+                        numpy_helper.from_array(np.array(8, np.int64), "head_size"),
+                        numpy_helper.from_array(np.zeros(48, np.float32), "qkv_bias")])
+    x = np.zeros((1, 9, 16), np.float32)
+    with pytest.raises(Exception, match="ai.embedrt.PackedAttention: lengths sum to 8 but q has 9 rows"):
+        session.run(None, {"q": x, "k": x, "v": x, "lengths": np.array([5, 3], np.int64)})
+    with pytest.raises(Exception, match="PackedAttention: q, k and v must be packed rows"):
+        session.run(None, {"q": x[0].reshape(3, 3, 16), "k": x[0].reshape(3, 3, 16), "v": x[0].reshape(3, 3, 16),
+                           "lengths": np.array([9], np.int64)})
+
+
 def test_the_attention_benchmark_times_the_kernel_against_onnxruntime_ops():
     """benchmarks/attention.py as its users run it, tiny: one row per length, outputs that agree."""
     root = Path(__file__).resolve().parents[1]

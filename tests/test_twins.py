@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import embedrt
 import pytest
-from embedrt_export import SourceError, export, twins
+from embedrt_export import SourceError, export, optimize, twins, variants
 from embedrt_export.verify import measure, probe_texts
 from sentence_transformers import SentenceTransformer as STModel
 
 
 @pytest.mark.parametrize("twin_id", sorted(twins.TWIN_MATRIX))
-def test_twin_parity(twin_id, twin_assets, tmp_path_factory):
+def test_twin_parity(twin_id, twin_assets, tmp_path_factory, add_variants):
     family, head = twins.TWIN_MATRIX[twin_id]
     root = tmp_path_factory.mktemp("twins")
     src = twins.build_twin(root / "src", family, head, twin_assets)
@@ -27,6 +27,17 @@ def test_twin_parity(twin_id, twin_assets, tmp_path_factory):
     if head.default_prompt_name:
         # The default prompt is applied, as sentence-transformers applies it.
         assert ours.default_prompt_name == reference.default_prompt_name
+
+    # fp32_fused, its layers on packed rows (padding never computed), is as close to sentence-transformers.
+    facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
+    fused = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
+                                         ["fp32_fused"])
+    assert fused[0].note == ""
+    add_variants(root / "artifact", fused)
+    ours = embedrt.SentenceTransformer(root / "artifact", variant="fp32_fused")
+    parity = measure(reference, ours, texts, batch_size=4)
+    assert parity.max_one_minus_cos <= 1e-6, parity
+    assert parity.token_max_abs <= 1e-4, parity
 
 
 def test_pooling_without_prompt_is_refused(twin_assets, tmp_path):

@@ -9,7 +9,6 @@ import embedrt
 import numpy as np
 import pytest
 from embedrt import isa
-from embedrt.manifest import Artifact
 
 VNNI_CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -126,19 +125,8 @@ def test_spearman_is_rank_based():
 
 
 # -- building and loading variants -----------------------------------------------------------------
-def _add_variants(artifact_dir, candidates):
-    """Write candidates into an exported artifact as the export will, so the runtime can load them."""
-    from embedrt_export import variants
-
-    manifest = Artifact(artifact_dir).manifest
-    for candidate in candidates:
-        (artifact_dir / candidate.file).write_bytes(candidate.onnx_bytes)
-        manifest = variants.with_variant(manifest, candidate)
-    (artifact_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
-def twin_with_variants(twin_assets, tmp_path_factory):
+def twin_with_variants(twin_assets, tmp_path_factory, add_variants):
     """A tiny BERT twin exported, with every variant built and written into its artifact."""
     from embedrt_export import export, graph, optimize, twins, variants
 
@@ -149,7 +137,7 @@ def twin_with_variants(twin_assets, tmp_path_factory):
     facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
     candidates = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
                                               calibration_feeds=graph.calibration_feeds(reference, CALIBRATION))
-    _add_variants(root / "artifact", candidates)
+    add_variants(root / "artifact", candidates)
     return root / "artifact", reference, candidates
 
 
@@ -201,12 +189,55 @@ def test_twin_fp32_fused_keeps_fp32_parity_on_kernels(twin_with_variants):
     layers = sum(n.op_type == "Erf" for n in onnx.load(str(artifact / "text" / "model.onnx")).graph.node)
     fused = onnx.load_from_string(next(c for c in candidates if c.name == "fp32_fused").onnx_bytes)
     ops = Counter(f"{n.domain}:{n.op_type}" for n in fused.graph.node)
-    assert ops["ai.embedrt:Attention"] == layers and ops["ai.embedrt:BiasGelu"] == layers
+    assert ops["ai.embedrt:PackedAttention"] == layers and ops["ai.embedrt:BiasGelu"] == layers
     assert ops["ai.embedrt:BiasAddLayerNorm"] == 2 * layers and ops[":LayerNormalization"] == 1  # embeddings'
     assert not ops[":Softmax"] and not ops[":Erf"] and not ops[":Transpose"]
+    # packed after the embeddings, unpacked once for the pooling and the token_embeddings output
+    assert ops["ai.embedrt:PackRows"] == 1 and ops["ai.embedrt:UnpackRows"] == 1
     model = embedrt.SentenceTransformer(artifact, variant="fp32_fused", threads=1)
     parity = measure(reference, model, probe_texts(model.max_seq_length), batch_size=4)
     assert parity.max_one_minus_cos <= 1e-6, parity
+
+
+@pytest.mark.parametrize("variant", ["fp32_fused", "int8_rowwise_fused"])
+def test_packed_graph_equals_padded_and_refuses_a_mask_it_cannot_pack(twin_with_variants, variant):
+    """The graph before packing (every row padded) and after (real rows only) give the same outputs on a
+    batch with padding; a left-padded mask, which the engine never sends, is refused by name."""
+    import onnx
+    import onnxruntime as ort
+    from embedrt import kernels
+    from embedrt_export import graph, kernel_fusion, rowwise
+
+    artifact, reference, candidates = twin_with_variants
+    fp32 = (artifact / "text" / "model.onnx").read_bytes()
+    if variant == "fp32_fused":
+        padded_graph = kernel_fusion.fuse_fp32(onnx.load_from_string(fp32))
+    else:
+        calibration = rowwise.calibrate_graph(fp32, graph.calibration_feeds(reference, CALIBRATION))
+        padded_graph = onnx.load_from_string(rowwise.quantize_rowwise_int8(fp32, calibration, kernels=True))
+    packed_graph = onnx.load_from_string(next(c for c in candidates if c.name == variant).onnx_bytes)
+    assert "PackRows" not in {n.op_type for n in padded_graph.graph.node}
+    assert "PackRows" in {n.op_type for n in packed_graph.graph.node}
+
+    def session(model):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        kernels.register(options, [kernels.DOMAIN])
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    model = embedrt.SentenceTransformer(artifact, variant=variant, threads=1)
+    encoded = model.tokenizer.encode(["a", "a somewhat longer sentence than that", "mid length text", ""])
+    feeds = model.engine._feeds(encoded, np.arange(4))
+    assert feeds["attention_mask"].min() == 0  # there is padding to leave out
+    packed, padded = session(packed_graph), session(padded_graph)
+    names = [o.name for o in packed.get_outputs()]
+    for name, got, want in zip(names, packed.run(names, feeds), padded.run(names, feeds)):
+        if name == "token_embeddings":  # padding rows: zeros when packed, never read by the engine
+            got, want = got[feeds["attention_mask"] == 1], want[feeds["attention_mask"] == 1]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6, err_msg=name)
+    left = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in feeds.items()}
+    with pytest.raises(Exception, match="PackRows: attention_mask row 0 is not right-padded"):
+        packed.run(None, left)
 
 
 @pytest.mark.parametrize(("variant", "limit"), [
@@ -289,7 +320,8 @@ def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_
     assert ops["ai.embedrt:RowDequantizeAddLayerNorm"] == 2 * layers
     assert ops["ai.embedrt:RowDequantize"] == sum(len(g.matmuls) for g in groups) - 3 * layers
     assert ops[":LayerNormalization"] == 1 and not ops[":Erf"] and not ops[":QuantizeLinear"]  # embeddings' LN
-    assert ops["ai.embedrt:Attention"] == layers and not ops[":Softmax"] and not ops[":Transpose"]
+    assert ops["ai.embedrt:PackedAttention"] == layers and not ops[":Softmax"] and not ops[":Transpose"]
+    assert ops["ai.embedrt:PackRows"] == 1 and ops["ai.embedrt:UnpackRows"] == 1
     assert "ai.embedrt" in {o.domain for o in fused.opset_import}
     assert by_name["int8_rowwise_fused"].custom_ops == ("ai.embedrt",) and not by_name["int8_rowwise"].custom_ops
     texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(24)]
@@ -457,7 +489,7 @@ def english_texts(records: list[dict], n: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, tmp_path):
+def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, tmp_path, add_variants):
     from embedrt_export import graph, optimize, variants
 
     artifact = tmp_path / "minilm"
@@ -469,7 +501,7 @@ def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, t
     calibration = [r["text"] for r in fortunes if r["lang"] == "en" and r["text"] not in measured][::5]
     candidates = variants.build_text_variants((artifact / "text" / "model.onnx").read_bytes(), facts,
                                               calibration_feeds=graph.calibration_feeds(reference, calibration))
-    _add_variants(artifact, candidates)
+    add_variants(artifact, candidates)
     # 1,200 English texts (200 queries against 1,000) plus ~80 multilingual ones for max 1-cos.
     texts = english_texts(fortunes, 1200)
     texts += [r["text"] for r in fortunes if r["lang"] != "en"][::800][:100]

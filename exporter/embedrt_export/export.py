@@ -119,6 +119,8 @@ def _add_variants(manifest: Manifest, staging: Path, model: Any, names: Sequence
     calibrated = {v.INT8_ROWWISE, v.INT8_ROWWISE_FUSED} & set(names)
     feeds = graph.calibration_feeds(model, texts) if calibrated else []
     for candidate in v.build_text_variants(fp32, facts, names, feeds):
+        if candidate.note:
+            log(f"variant {candidate.name}: {candidate.note}")
         (staging / candidate.file).write_bytes(candidate.onnx_bytes)
         trial = v.with_variant(manifest, candidate)
         (staging / MANIFEST_NAME).write_text(trial.to_json(), encoding="utf-8")

@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 from .optimize import with_op_domains
 
 
-class _Graph:
+class GraphIndex:
     """Producers, consumers and constant values of a graph's tensors."""
 
     def __init__(self, graph: onnx.GraphProto) -> None:
@@ -80,7 +80,7 @@ def _attribute(node: onnx.NodeProto, name: str, default):
     return default
 
 
-def _gelu_output(g: _Graph, x: str) -> tuple[str, list[onnx.NodeProto]] | None:
+def _gelu_output(g: GraphIndex, x: str) -> tuple[str, list[onnx.NodeProto]] | None:
     """The output of an exact GELU of ``x`` and its nodes, when ``x`` feeds only that GELU."""
     uses = g.uses.get(x, [])
     if x in g.outputs:
@@ -110,7 +110,7 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
     new_constants: list[onnx.TensorProto] = []
 
     def rewrite(match) -> None:
-        g = _Graph(graph)
+        g = GraphIndex(graph)
         replaced: dict[int, list[onnx.NodeProto]] = {}
         dropped: set[int] = set()
         for node in graph.node:
@@ -122,7 +122,7 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
                     dropped |= {id(node), *(id(n) for n in gone)}
         _splice(graph, replaced, dropped)
 
-    def layer_norm(g: _Graph, node: onnx.NodeProto):
+    def layer_norm(g: GraphIndex, node: onnx.NodeProto):
         out = node.output[0]
         add = g.only_use(out, "Add")
         norm = add and g.only_use(add.output[0], "LayerNormalization")
@@ -141,7 +141,7 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
             [norm.output[0]], domain=DOMAIN, name=node.name + "AddLayerNorm")
         return fused, [add, norm]
 
-    def gelu_quantize(g: _Graph, node: onnx.NodeProto):
+    def gelu_quantize(g: GraphIndex, node: onnx.NodeProto):
         found = _gelu_output(g, node.output[0])
         if found is None:
             return None
@@ -165,7 +165,7 @@ def _perm(node: onnx.NodeProto) -> list[int]:
     return list(_attribute(node, "perm", []))
 
 
-def _head_split(g: _Graph, name: str, perm: list[int]) -> tuple[str, int, list[onnx.NodeProto]] | None:
+def _head_split(g: GraphIndex, name: str, perm: list[int]) -> tuple[str, int, list[onnx.NodeProto]] | None:
     """``name`` = Transpose(perm)(Reshape(x, (batch, length, heads, head_size))): (x, head_size, nodes)."""
     transpose = g.producer.get(name)
     if transpose is None or transpose.op_type != "Transpose" or _perm(transpose) != perm:
@@ -177,7 +177,7 @@ def _head_split(g: _Graph, name: str, perm: list[int]) -> tuple[str, int, list[o
     return (reshape.input[0], head_size, [transpose, reshape]) if head_size else None
 
 
-def _shape_entry(g: _Graph, name: str, index: int) -> int | None:
+def _shape_entry(g: GraphIndex, name: str, index: int) -> int | None:
     """Entry ``index`` of a shape tensor that is a constant or a Concat whose entry there is one."""
     value = g.constants.get(name)
     if value is not None:
@@ -189,7 +189,7 @@ def _shape_entry(g: _Graph, name: str, index: int) -> int | None:
     return int(part.reshape(-1)[0]) if part is not None and part.size == 1 and int(part.reshape(-1)[0]) > 0 else None
 
 
-def _attention(g: _Graph, scores: onnx.NodeProto, constants: list[onnx.TensorProto]):
+def _attention(g: GraphIndex, scores: onnx.NodeProto, constants: list[onnx.TensorProto]):
     """For the attention whose ``MatMul(q, kᵀ)`` is ``scores``: ([(node whose place it takes, new nodes)],
     the nodes it replaces), or None."""
     q = _head_split(g, scores.input[0], [0, 2, 1, 3])
@@ -231,7 +231,7 @@ def _attention(g: _Graph, scores: onnx.NodeProto, constants: list[onnx.TensorPro
     return [(reshape, [fused])], gone + [node for p in projections for node in p[2]]
 
 
-def _projection(g: _Graph, name: str) -> tuple[str, np.ndarray, list[onnx.NodeProto]] | None:
+def _projection(g: GraphIndex, name: str) -> tuple[str, np.ndarray, list[onnx.NodeProto]] | None:
     """How attention reads q, k or v: (the tensor, the bias to add inside the op, the nodes that go).
     A projection's bias ``Add(MatMul(x, W), b)`` moves into the attention op; a row-wise int8
     projection has its bias in the rescale already. None when the hidden size cannot be read."""
@@ -253,7 +253,7 @@ def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     fused_model = onnx.ModelProto()
     fused_model.CopyFrom(model)
     graph = fused_model.graph
-    g = _Graph(graph)
+    g = GraphIndex(graph)
     constants: list[onnx.TensorProto] = []
     placed: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
@@ -294,7 +294,7 @@ def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _bias_add(g: _Graph, node: onnx.NodeProto) -> tuple[str, str] | None:
+def _bias_add(g: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None:
     """(x, bias) when ``node`` is ``Add(x, b)`` with ``b`` a 1-D constant."""
     if node.op_type != "Add":
         return None
@@ -308,7 +308,7 @@ def _bias_add(g: _Graph, node: onnx.NodeProto) -> tuple[str, str] | None:
 def fuse_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
     """The ``fp32_fused`` graph of a plain fp32 text graph (in place; returns the fused model)."""
     graph = model.graph
-    g = _Graph(graph)
+    g = GraphIndex(graph)
     constants: list[onnx.TensorProto] = []
     placed: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()

@@ -27,7 +27,7 @@ from embedrt.isa import (
 from embedrt.kernels import DOMAIN as KERNELS_DOMAIN
 from embedrt.manifest import FileEntry, GraphVariant, Manifest, sha256_bytes
 
-from . import kernel_fusion, optimize, quantize, rowwise
+from . import kernel_fusion, optimize, packing, quantize, rowwise
 from .verify import one_minus_cos
 
 VARIANT_FILE = "text/model.{name}.onnx"
@@ -83,6 +83,13 @@ class Candidate:
     file: str  # artifact-relative path; variants with identical graphs share one file
     build_info: dict[str, int] = field(default_factory=dict)  # fused-op counts of its source graph
     custom_ops: tuple[str, ...] = ()  # op domains only embedrt's kernel library provides
+    note: str = ""  # what the build could not do, for the export's log
+
+
+def _on_packed_rows(model: onnx.ModelProto) -> tuple[bytes, str]:
+    """The graph with its layers on packed rows (:mod:`embedrt_export.packing`), and why not where it can't be."""
+    packed, why = packing.pack(model)
+    return optimize.with_op_domains(packed).SerializeToString(), f"layers left on padded rows: {why}" if why else ""
 
 
 def _default_opset(onnx_bytes: bytes) -> int:
@@ -100,7 +107,9 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
     so they need them.
     ``optimized``, ``fp16`` and ``int8_blockwise`` start from the fused graph (blockwise int8 keeps
     a fused Attention's QKV projection in fp32, which is where its ranking margin comes from);
-    the dynamic ``int8_<isa>`` graphs start from the plain fp32 graph.
+    the dynamic ``int8_<isa>`` graphs start from the plain fp32 graph. ``fp32_fused`` and
+    ``int8_rowwise_fused`` run their layers on packed rows, padding left out (a candidate's ``note``
+    says where that could not be done).
     """
     names = list(names)
     unknown = sorted(set(names) - set(GATES))
@@ -112,17 +121,20 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
     for name in names:
         info = dict(fused.fused_ops)
         custom_ops: tuple[str, ...] = ()
+        note = ""
         if name == OPTIMIZED:
             data = fused.onnx_bytes
         elif name == FP32_FUSED:
-            data = kernel_fusion.fuse_fp32(onnx.load_from_string(fp32_onnx)).SerializeToString()
+            data, note = _on_packed_rows(kernel_fusion.fuse_fp32(onnx.load_from_string(fp32_onnx)))
             custom_ops = (KERNELS_DOMAIN,)
         elif name == FP16:
             data = optimize.to_fp16(fused.onnx_bytes)
         elif name in (INT8_ROWWISE, INT8_ROWWISE_FUSED):
             calibration = calibration or rowwise.calibrate_graph(fp32_onnx, list(calibration_feeds))
             data = rowwise.quantize_rowwise_int8(fp32_onnx, calibration, kernels=name == INT8_ROWWISE_FUSED)
-            custom_ops = (KERNELS_DOMAIN,) if name == INT8_ROWWISE_FUSED else ()
+            if name == INT8_ROWWISE_FUSED:
+                data, note = _on_packed_rows(onnx.load_from_string(data))
+                custom_ops = (KERNELS_DOMAIN,)
         elif name == INT8_BLOCKWISE:
             data = quantize.quantize_blockwise_int8(fused.onnx_bytes)
         else:
@@ -132,7 +144,7 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
         # int8_avx512_vnni and int8_arm64 use the same settings, hence the same bytes: one file.
         file = next((c.file for c in built if c.onnx_bytes == data), VARIANT_FILE.format(name=name))
         built.append(Candidate(name=name, onnx_bytes=data, opset=_default_opset(data), gate=GATES[name],
-                               file=file, build_info=info, custom_ops=custom_ops))
+                               file=file, build_info=info, custom_ops=custom_ops, note=note))
     return built
 
 

@@ -15,6 +15,13 @@
 //   Attention(q, k, v, qkv_bias, scale, head_size, bias[, bias2]) -> y: softmax(q' k'^T * scale + biases) v'
 //       per head, where q' = q + its third of qkv_bias (k', v' alike: the projections' biases, or zeros),
 //       on the (batch, length, heads * head_size) rows the projections produce: no transposes
+//   PackedAttention(q, k, v, qkv_bias, scale, head_size, lengths[, bias[, bias2]]) -> y: the same on
+//       packed rows, (1, tokens, hidden): item b is the next lengths[b] rows, and padding is never
+//       computed. Its biases keep the padded (batch, heads, L, L) layout, read at the item's own positions
+//   PackRows(x, attention_mask) -> packed, lengths: the (batch, length, hidden) rows of real tokens,
+//       one after another as (1, tokens, hidden), and each item's token count. The mask must be
+//       right-padded (ones, then zeros), as embedrt's engine pads
+//   UnpackRows(packed, attention_mask) -> x: back to (batch, length, hidden), zeros at padding
 //   BiasAddLayerNorm(x, bias, residual, gamma, beta, epsilon) -> LayerNorm(x + bias + residual)
 //   BiasGelu(x, bias) -> GELU(x + bias)
 // (the last two, with Attention, make the fp32_fused graph: fp32 arithmetic, one pass per row)
@@ -111,6 +118,12 @@ struct AttentionArgs {
   int64_t l, dm, d;
   float scale;
   ScoreBias bias1, bias2;
+  // Packed rows (PackedAttention): item b is rows starts[b] .. starts[b] + lengths[b], no padding.
+  // Null: item b is rows b * l .. (b + 1) * l.
+  const int64_t *starts = nullptr, *lengths = nullptr;
+
+  int64_t Length(int64_t b) const { return lengths ? lengths[b] : l; }
+  int64_t Start(int64_t b) const { return starts ? starts[b] : b * l; }
 };
 
 // -- vector types: the operations simd_kernels.inc needs ---------------------------------------------
@@ -539,6 +552,63 @@ struct BiasRows {
   }
 };
 
+// Each item's token count from a right-padded (batch, length) attention mask of ones and zeros.
+Ort::Status MaskLengths(const std::string& op, const Tensor<int64_t>& mask, std::vector<int64_t>& lengths) {
+  const auto s = mask.Shape();
+  if (s.size() != 2) return Invalid(op, "attention_mask must be (batch, length)");
+  const int64_t* m = mask.Data();
+  lengths.assign(static_cast<size_t>(s[0]), 0);
+  for (int64_t b = 0; b < s[0]; ++b) {
+    const int64_t* row = m + b * s[1];
+    int64_t n = 0;
+    while (n < s[1] && row[n] == 1) ++n;
+    for (int64_t j = n; j < s[1]; ++j)
+      if (row[j] != 0)
+        return Invalid(op, "attention_mask row " + std::to_string(b) +
+                           " is not right-padded ones then zeros; this graph runs on packed rows and needs that");
+    lengths[b] = n;
+  }
+  return Ort::Status(nullptr);
+}
+
+Ort::Status PackRows(const Tensor<float>& x, const Tensor<int64_t>& mask, Tensor<float>& packed_out,
+                     Tensor<int64_t>& lengths_out) {
+  const std::string op = "PackRows";
+  const auto s = x.Shape();
+  if (s.size() != 3 || mask.Shape() != std::vector<int64_t>{s[0], s[1]})
+    return Invalid(op, "x must be (batch, length, hidden) and attention_mask (batch, length)");
+  std::vector<int64_t> lengths;
+  if (auto status = MaskLengths(op, mask, lengths); !status.IsOK()) return status;
+  int64_t tokens = 0;
+  for (int64_t n : lengths) tokens += n;
+  float* y = packed_out.Allocate({1, tokens, s[2]});
+  std::copy(lengths.begin(), lengths.end(), lengths_out.Allocate({s[0]}));
+  for (int64_t b = 0; b < s[0]; ++b) y = std::copy_n(x.Data() + b * s[1] * s[2], lengths[b] * s[2], y);
+  return Ort::Status(nullptr);
+}
+
+Ort::Status UnpackRows(const Tensor<float>& packed, const Tensor<int64_t>& mask, Tensor<float>& x_out) {
+  const std::string op = "UnpackRows";
+  const auto s = packed.Shape();
+  const auto ms = mask.Shape();
+  if (s.size() != 3 || s[0] != 1 || ms.size() != 2) return Invalid(op, "packed must be (1, tokens, hidden) and attention_mask (batch, length)");
+  std::vector<int64_t> lengths;
+  if (auto status = MaskLengths(op, mask, lengths); !status.IsOK()) return status;
+  int64_t tokens = 0;
+  for (int64_t n : lengths) tokens += n;
+  if (tokens != s[1])
+    return Invalid(op, "attention_mask has " + std::to_string(tokens) + " tokens but packed has " + std::to_string(s[1]) + " rows");
+  float* x = x_out.Allocate({ms[0], ms[1], s[2]});
+  const float* from = packed.Data();
+  for (int64_t b = 0; b < ms[0]; ++b) {
+    float* row = x + b * ms[1] * s[2];
+    std::copy_n(from, lengths[b] * s[2], row);
+    from += lengths[b] * s[2];
+    std::fill(row + lengths[b] * s[2], row + ms[1] * s[2], 0.0f);
+  }
+  return Ort::Status(nullptr);
+}
+
 // LayerNormalization(x + bias + residual) over the last axis.
 Ort::Status BiasAddLayerNorm(OrtKernelContext* context, const Tensor<float>& x, const Tensor<float>& bias,
                              const Tensor<float>& residual, const Tensor<float>& gamma, const Tensor<float>& beta,
@@ -572,30 +642,10 @@ Ort::Status BiasGelu(OrtKernelContext* context, const Tensor<float>& x, const Te
   return Ort::Status(nullptr);
 }
 
-Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
-                      const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
-                      const Tensor<int64_t>& head_size,
-                      const Tensor<float>& bias, std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out) {
-  const std::string op = "Attention";
-  const auto shape = q.Shape();
-  if (shape.size() != 3 || k.Shape() != shape || v.Shape() != shape)
-    return Invalid(op, "q, k and v must share one (batch, length, hidden) shape");
-  const int64_t nb = shape[0], l = shape[1], dm = shape[2], d = *head_size.Data();
-  if (d <= 0 || dm % d) return Invalid(op, "hidden size is not a multiple of head_size");
-  const int64_t heads = dm / d;
-  if (qkv_bias.NumberOfElement() != 3 * dm) return Invalid(op, "qkv_bias must hold 3 * hidden values");
-  const float* qkv_b = qkv_bias.Data();
-  const bool biased = std::any_of(qkv_b, qkv_b + 3 * dm, [](float x) { return x != 0.0f; });
-  AttentionArgs a{q.Data(), k.Data(), v.Data(), biased ? qkv_b : nullptr, biased ? qkv_b + dm : nullptr,
-                  biased ? qkv_b + 2 * dm : nullptr, nullptr, l, dm, d, *scale.Data(), {}, {}};
-  const auto b1 = ScoreBias::From(bias, nb, heads, l);
-  const auto b2 = bias2.has_value() && *bias2 ? ScoreBias::From(**bias2, nb, heads, l) : std::optional<ScoreBias>{ScoreBias{}};
-  if (!b1 || !b2) return Invalid(op, "a score bias does not broadcast to (batch, heads, length, length)");
-  a.bias1 = *b1;
-  a.bias2 = *b2;
-  a.y = y_out.Allocate(shape);
+// Every (item, head) of `a` on the pool; `longest` is the most keys an item has.
+Ort::Status RunAttention(OrtKernelContext* context, AttentionArgs& a, int64_t nb, int64_t heads, int64_t longest) {
   const int width = Cpu().width;
-  const int64_t lp = (l + width - 1) / width * width;
+  const int64_t lp = (longest + width - 1) / width * width;
   ParallelBlocks(context, nb * heads, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scratch;  // kept across heads and calls: no allocation per head
     const auto need = static_cast<size_t>((a.d + kRows) * lp + kRows * a.d);
@@ -610,6 +660,85 @@ Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const T
     }
   });
   return Ort::Status(nullptr);
+}
+
+// The shared part of both attention ops' arguments: head size, heads and the projections' biases.
+Ort::Status ReadAttention(const std::string& op, const Tensor<float>& q, const Tensor<float>& k,
+                          const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
+                          const Tensor<int64_t>& head_size, AttentionArgs& a, int64_t& heads) {
+  const auto shape = q.Shape();
+  if (shape.size() != 3 || k.Shape() != shape || v.Shape() != shape)
+    return Invalid(op, "q, k and v must share one (batch, length, hidden) shape");
+  const int64_t dm = shape[2], d = *head_size.Data();
+  if (d <= 0 || dm % d) return Invalid(op, "hidden size is not a multiple of head_size");
+  heads = dm / d;
+  if (qkv_bias.NumberOfElement() != 3 * dm) return Invalid(op, "qkv_bias must hold 3 * hidden values");
+  const float* qkv_b = qkv_bias.Data();
+  const bool biased = std::any_of(qkv_b, qkv_b + 3 * dm, [](float x) { return x != 0.0f; });
+  a = AttentionArgs{q.Data(), k.Data(), v.Data(), biased ? qkv_b : nullptr, biased ? qkv_b + dm : nullptr,
+                    biased ? qkv_b + 2 * dm : nullptr, nullptr, shape[1], dm, d, *scale.Data(), {}, {}};
+  return Ort::Status(nullptr);
+}
+
+Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
+                      const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
+                      const Tensor<int64_t>& head_size,
+                      const Tensor<float>& bias, std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out) {
+  const std::string op = "Attention";
+  AttentionArgs a;
+  int64_t heads = 0;
+  if (auto status = ReadAttention(op, q, k, v, qkv_bias, scale, head_size, a, heads); !status.IsOK()) return status;
+  const int64_t nb = q.Shape()[0], l = a.l;
+  const auto b1 = ScoreBias::From(bias, nb, heads, l);
+  const auto b2 = bias2.has_value() && *bias2 ? ScoreBias::From(**bias2, nb, heads, l) : std::optional<ScoreBias>{ScoreBias{}};
+  if (!b1 || !b2) return Invalid(op, "a score bias does not broadcast to (batch, heads, length, length)");
+  a.bias1 = *b1;
+  a.bias2 = *b2;
+  a.y = y_out.Allocate(q.Shape());
+  return RunAttention(context, a, nb, heads, l);
+}
+
+// A PackedAttention bias: (batch | 1, heads | 1, L | 1, L | 1) for an L of at least the longest item.
+std::optional<ScoreBias> PackedBias(std::optional<const Tensor<float>*> t, int64_t nb, int64_t heads, int64_t longest) {
+  if (!t.has_value() || !*t) return ScoreBias{};
+  const auto s = (*t)->Shape();
+  const int64_t l = s.size() == 4 ? std::max(s[2], s[3]) : 0;
+  if (l < longest && !(s.size() == 4 && s[2] == 1 && s[3] == 1)) return std::nullopt;
+  return ScoreBias::From(**t, nb, heads, l);
+}
+
+Ort::Status PackedAttention(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
+                            const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
+                            const Tensor<int64_t>& head_size, const Tensor<int64_t>& lengths,
+                            std::optional<const Tensor<float>*> bias, std::optional<const Tensor<float>*> bias2,
+                            Tensor<float>& y_out) {
+  const std::string op = "PackedAttention";
+  AttentionArgs a;
+  int64_t heads = 0;
+  if (auto status = ReadAttention(op, q, k, v, qkv_bias, scale, head_size, a, heads); !status.IsOK()) return status;
+  if (q.Shape()[0] != 1) return Invalid(op, "q, k and v must be packed rows, (1, tokens, hidden)");
+  if (lengths.Shape().size() != 1) return Invalid(op, "lengths must be one-dimensional, one per item");
+  const int64_t nb = lengths.Shape()[0], tokens = a.l;
+  const int64_t* len = lengths.Data();
+  std::vector<int64_t> starts(static_cast<size_t>(nb));
+  int64_t total = 0, longest = 0;
+  for (int64_t b = 0; b < nb; ++b) {
+    if (len[b] < 0) return Invalid(op, "lengths must not be negative");
+    starts[b] = total;
+    total += len[b];
+    longest = std::max(longest, len[b]);
+  }
+  if (total != tokens)
+    return Invalid(op, "lengths sum to " + std::to_string(total) + " but q has " + std::to_string(tokens) + " rows");
+  const auto b1 = PackedBias(bias, nb, heads, longest);
+  const auto b2 = PackedBias(bias2, nb, heads, longest);
+  if (!b1 || !b2) return Invalid(op, "a score bias does not broadcast to (items, heads, L, L) with L >= the longest item");
+  a.bias1 = *b1;
+  a.bias2 = *b2;
+  a.starts = starts.data();
+  a.lengths = len;
+  a.y = y_out.Allocate(q.Shape());
+  return RunAttention(context, a, nb, heads, longest);
 }
 
 }  // namespace
@@ -632,6 +761,9 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
       Op{CreateLiteCustomOp("RowDequantizeAddLayerNorm", kCpu, RowDequantizeAddLayerNorm)},
       Op{CreateLiteCustomOp("RowDequantizeGeluQuantize", kCpu, RowDequantizeGeluQuantize)},
       Op{CreateLiteCustomOp("Attention", kCpu, Attention)},
+      Op{CreateLiteCustomOp("PackedAttention", kCpu, PackedAttention)},
+      Op{CreateLiteCustomOp("PackRows", kCpu, PackRows)},
+      Op{CreateLiteCustomOp("UnpackRows", kCpu, UnpackRows)},
       Op{CreateLiteCustomOp("BiasAddLayerNorm", kCpu, BiasAddLayerNorm)},
       Op{CreateLiteCustomOp("BiasGelu", kCpu, BiasGelu)},
   };
