@@ -81,27 +81,30 @@ def test_callers_texts_do_not_grow(minilm_artifact):
 
 
 @pytest.fixture(scope="module")
-def l3_with_fused_int8(model_path, corpus_1000, tmp_path_factory):
-    """paraphrase-MiniLM-L3-v2 with its int8_rowwise_fused graph (the default on VNNI and Arm CPUs)."""
+def l3_with_fused(model_path, corpus_1000, tmp_path_factory):
+    """paraphrase-MiniLM-L3-v2 with its graphs on embedrt's kernels, layers on packed rows:
+    int8_rowwise_fused (the default on VNNI and Arm CPUs) and fp32_fused (elsewhere)."""
     from embedrt_export import export
 
     out = tmp_path_factory.mktemp("l3-fused") / "paraphrase-MiniLM-L3-v2"
     said: list[str] = []
-    manifest = export(model_path("paraphrase-MiniLM-L3-v2"), out, variants=["int8_rowwise_fused"],
+    manifest = export(model_path("paraphrase-MiniLM-L3-v2"), out, variants=["int8_rowwise_fused", "fp32_fused"],
                       fidelity_texts=corpus_1000[:400], log=said.append)
-    assert "int8_rowwise_fused" in manifest.towers["text"].variants, said
+    assert {"int8_rowwise_fused", "fp32_fused"} <= set(manifest.towers["text"].variants), said
     return out
 
 
-@pytest.mark.parametrize(("variant", "workers"), [("fp32", 1), ("fp32", 2), ("int8_rowwise_fused", None)])
+@pytest.mark.parametrize(("variant", "workers"), [("fp32", 1), ("fp32", 2), ("int8_rowwise_fused", None),
+                                                  ("fp32_fused", None)])
 def test_rss_does_not_grow_with_new_shapes(exported, fortunes, request, variant, workers):
     """RSS after 20,000 mixed-length texts stays within 10% of RSS after the first 2,000, with one
     batch in flight (fp32's default) and with two (int8_rowwise's default), and on embedrt's own
-    kernels (int8_rowwise_fused, the default on VNNI and Arm CPUs)."""
+    kernels with the layers on packed rows, whose shapes change with every batch's token count
+    (int8_rowwise_fused, the default on VNNI and Arm CPUs, and fp32_fused)."""
     from conftest import sample_records
 
     artifact = exported("paraphrase-MiniLM-L3-v2")[0] if variant == "fp32" else \
-        request.getfixturevalue("l3_with_fused_int8")
+        request.getfixturevalue("l3_with_fused")
     corpus_file = artifact.parent / f"rss_corpus_{variant}_{workers}.txt"
     texts = sample_records(fortunes, 20_000, n_long=500)
     random.Random(0).shuffle(texts)  # mixed lengths throughout, as in a real stream

@@ -63,6 +63,8 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
     corpus = data["corpus"]
     assert corpus["texts"] == 120 and 0 < corpus["mean_tokens"] <= corpus["p95_tokens"] <= corpus["max_seq_length"]
     assert data["flops"]["padded_tokens"] >= data["flops"]["real_tokens"] == corpus["total_tokens"]
+    assert data["real_flops"]["padded_tokens"] == data["real_flops"]["real_tokens"] == corpus["total_tokens"]
+    assert 0 < data["ceiling"]["real_tokens_seconds"] <= data["ceiling"]["seconds"]
     assert data["ceiling"]["gflops"] > 0 and data["ceiling"]["seconds"] > 0
     assert all(g["blas"] and g["blas"][0]["architecture"] for g in data["gemm"].values())
     backends = {g["blas"][0]["internal_api"] for g in data["gemm"].values()}
@@ -80,7 +82,8 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
         s = rows[key]["summary"]
         assert rows[key]["status"] == "ok", rows[key]["reason"]
         assert 0 < s["sentences_per_s"] <= s["tokens_per_s"]
-        assert s["cold_start_s"] > 0 and s["peak_rss_mb"] > 0 and s["fraction_of_ceiling"] > 0
+        assert s["cold_start_s"] > 0 and s["peak_rss_mb"] > 0
+        assert 0 < s["fraction_of_real_ceiling"] <= s["fraction_of_ceiling"]
         assert s["ratio_to_st_torch"] > 0
         assert s["ratio_to_st_qint8"] is None  # no anchors venv, so no qint8 row to compare with
     assert rows["st-torch"]["summary"]["ratio_to_st_torch"] == 1.0
@@ -95,7 +98,7 @@ def test_quick_run_writes_table_json_and_chart(artifact_with_int8, tmp_path):
     for key in ANCHOR_ROWS:
         assert rows[key]["status"] == "absent" and "run benchmarks/setup_anchors.sh" in rows[key]["reason"]
         assert not rows[key]["runs"] and rows[key]["summary"] is None
-    assert "| × ST torch | × ST qint8 | % of fp32 ceiling |" in markdown
+    assert "| × ST torch | × ST qint8 | % of fp32 ceiling | % of real-token ceiling |" in markdown
     assert "| max 1−cos | Spearman | top-10 overlap |" in markdown
     assert "| sentence-transformers ONNX O3 | absent: run benchmarks/setup_anchors.sh" in markdown
     assert "| embedrt fp32, workers=1 | ok |" in markdown and "| reference |" in markdown
