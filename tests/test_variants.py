@@ -258,8 +258,8 @@ def test_twin_variant_is_batch_invariant(twin_with_variants, variant, limit):
         assert float(one_minus_cos(alone, model.encode(texts, batch_size=batch_size)).max()) <= limit
 
 
-@pytest.mark.parametrize("variant", ROWWISE)
-def test_twin_rowwise_int8_eight_threads_match_serial(twin_with_variants, variant):
+@pytest.mark.parametrize("variant", [*ROWWISE, "fp32_fused"])
+def test_twin_variant_eight_threads_match_serial(twin_with_variants, variant):
     from concurrent.futures import ThreadPoolExecutor
 
     artifact, _, _ = twin_with_variants

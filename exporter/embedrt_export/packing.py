@@ -92,8 +92,8 @@ class _Plan:
 
 
 def _entries(g: GraphIndex, attention: onnx.NodeProto) -> Iterator[str]:
-    """Where rows could be packed: the first attention's query and what it is computed from, row op by
-    row op, nearest first."""
+    """Where rows could be packed: the first attention's query, then each producer's first input in turn
+    (the tensors the query is computed from), nearest first."""
     name = attention.input[0]
     seen = set()
     while name in g.producer and name not in seen:

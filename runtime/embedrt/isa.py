@@ -33,8 +33,9 @@ needs VNNI's ``vpdpbusd`` (32-bit accumulation) or Arm's dot product; never AVX2
 ``int8_rowwise_fused`` is the same recipe on embedrt's own kernels (``embedrt.kernels``): the
 quantize and rescale steps, LayerNorm and GELU each run as one pass over a row, and attention as one
 op. ``fp32_fused`` is the fp32 graph with those attention, bias + LayerNorm and bias + GELU kernels
-(fp32 arithmetic, parity gated like ``optimized``). Both need embedrt's kernel library, so the
-facade drops them, saying so, where the library was not built.
+(fp32 arithmetic, parity gated like ``optimized``). Both run their layers on packed rows, the
+batch's padding left out. Both need embedrt's kernel library, so the facade drops them, saying so,
+where the library was not built.
 
 ``int8_blockwise`` (the batch-invariant, ranking-preserving int8) is never picked automatically:
 on ONNX Runtime's x64 kernels it runs at fp32 speed, so it is a size/fidelity choice the user
