@@ -3,7 +3,11 @@ only (in one test) the provider a session reports."""
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+import textwrap
 
 import embedrt
 import numpy as np
@@ -61,6 +65,42 @@ def test_workers_change_speed_not_results(minilm_artifact, corpus_1000):
     assert np.array_equal(one.encode(texts, batch_size=16), two.encode(texts, batch_size=16))
     # A one-batch call is halved for the two workers; batch invariance keeps it within fp32 rounding.
     assert one_minus_cos(one.encode(texts[:16], batch_size=16), two.encode(texts[:16], batch_size=16)).max() <= 1e-6
+
+
+def test_models_can_share_one_cpu_thread_pool(minilm_artifact, corpus_1000, tmp_path):
+    """embedrt.share_cpu_threads: later CPU sessions run on ONNX Runtime's one global pool, one batch at a time,
+    with the results of sessions on their own pools; a model's own `threads` is ignored aloud; the pool's size
+    cannot change. In a subprocess: the pool is process-wide."""
+    with pytest.raises(ValueError, match="threads"):
+        embedrt.share_cpu_threads(0)  # refused before anything is set
+    texts = corpus_1000[:48]
+    out = tmp_path / "shared.npy"
+    script = textwrap.dedent(f"""
+        import json, logging, sys
+        import numpy as np
+        import embedrt
+        logging.basicConfig(stream=sys.stdout, level=logging.WARNING)
+        texts = json.loads(sys.argv[1])
+        assert embedrt.share_cpu_threads(2) == 2 and embedrt.share_cpu_threads(2) == 2
+        models = [embedrt.SentenceTransformer({str(minilm_artifact)!r}), embedrt.SentenceTransformer(
+            {str(minilm_artifact)!r}, threads=1)]
+        for model in models:
+            assert model.engine.workers == 1
+            assert model.engine.session.get_session_options().use_per_session_threads is False
+        np.save({str(out)!r}, np.stack([model.encode(texts, batch_size=16) for model in models]))
+        try:
+            embedrt.share_cpu_threads(1)
+        except ValueError as e:
+            print("refused:", e)
+    """)
+    run = subprocess.run([sys.executable, "-c", script, json.dumps(texts)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "threads=1 ignored: this process's CPU sessions share one pool of 2 threads" in run.stdout
+    assert "refused: share_cpu_threads: this process already shares a pool of 2 threads; it cannot become 1" \
+        in run.stdout
+    own = embedrt.SentenceTransformer(minilm_artifact, threads=2).encode(texts, batch_size=16)
+    for shared in np.load(out):
+        assert one_minus_cos(shared, own).max() <= 1e-6
 
 
 def test_tensorrt_profile_and_cache_are_keyed_by_graph():

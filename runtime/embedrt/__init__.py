@@ -7,7 +7,8 @@
 from . import util
 from .manifest import ArtifactError
 from .model import SentenceTransformer
-from .providers import ProviderUnavailableError
+from .providers import ProviderUnavailableError, share_cpu_threads
 
 __version__ = "0.1.0"
-__all__ = ["ArtifactError", "ProviderUnavailableError", "SentenceTransformer", "__version__", "util"]
+__all__ = ["ArtifactError", "ProviderUnavailableError", "SentenceTransformer", "__version__", "share_cpu_threads",
+           "util"]
