@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if None in libraries:
         raise SystemExit("this embedrt install has no kernel library; pass --library PATH")
     models = graphs(args.heads, args.head_size)
-    ort.set_global_thread_pool_sizes(args.threads, 1)  # before the first session: later calls are ignored
+    ort.set_global_thread_pool_sizes(args.threads, 1)  # before the sessions that use it
     names = [f"{lib.name} ({i})" for i, lib in enumerate(libraries)] if len(libraries) > 1 else ["embedrt kernel"]
     columns = {name: session(models["kernel"], lib) for name, lib in zip(names, libraries)}
     columns["onnxruntime ops"] = session(models["onnxruntime ops"], None)

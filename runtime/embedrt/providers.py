@@ -181,9 +181,8 @@ def share_cpu_threads(threads: int | None = None) -> int:
     per call) ran at 291 sentences/s on their own pools and 407 on a shared one (fp32_fused; one model
     alone: 408), int8_rowwise_fused at 535 and 925 (alone: 962); one model alone ran 0.96-1.03x its own
     pool's speed. So call this in a process that holds several models (or CLIP's two towers), before
-    loading them; models loaded earlier keep their own pools. A shared pool
-    runs one batch at a time per call (``workers`` 1 unless asked) and ignores a model's ``threads``,
-    saying so.
+    loading them; models loaded earlier keep their own pools. A shared pool runs one batch at a time
+    per call (``workers`` 1 unless asked) and ignores a model's ``threads``, saying so.
 
     Args:
         threads: the pool's size; default the cores this process may use.

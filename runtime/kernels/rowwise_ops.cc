@@ -552,12 +552,14 @@ struct BiasRows {
   }
 };
 
-// Each item's token count from a right-padded (batch, length) attention mask of ones and zeros.
-Ort::Status MaskLengths(const std::string& op, const Tensor<int64_t>& mask, std::vector<int64_t>& lengths) {
+// Each item's token count, and their sum, from a right-padded (batch, length) attention mask of ones and zeros.
+Ort::Status MaskLengths(const std::string& op, const Tensor<int64_t>& mask, std::vector<int64_t>& lengths,
+                        int64_t& tokens) {
   const auto s = mask.Shape();
   if (s.size() != 2) return Invalid(op, "attention_mask must be (batch, length)");
   const int64_t* m = mask.Data();
   lengths.assign(static_cast<size_t>(s[0]), 0);
+  tokens = 0;
   for (int64_t b = 0; b < s[0]; ++b) {
     const int64_t* row = m + b * s[1];
     int64_t n = 0;
@@ -567,6 +569,7 @@ Ort::Status MaskLengths(const std::string& op, const Tensor<int64_t>& mask, std:
         return Invalid(op, "attention_mask row " + std::to_string(b) +
                            " is not right-padded ones then zeros; this graph runs on packed rows and needs that");
     lengths[b] = n;
+    tokens += n;
   }
   return Ort::Status(nullptr);
 }
@@ -578,9 +581,8 @@ Ort::Status PackRows(const Tensor<float>& x, const Tensor<int64_t>& mask, Tensor
   if (s.size() != 3 || mask.Shape() != std::vector<int64_t>{s[0], s[1]})
     return Invalid(op, "x must be (batch, length, hidden) and attention_mask (batch, length)");
   std::vector<int64_t> lengths;
-  if (auto status = MaskLengths(op, mask, lengths); !status.IsOK()) return status;
   int64_t tokens = 0;
-  for (int64_t n : lengths) tokens += n;
+  if (auto status = MaskLengths(op, mask, lengths, tokens); !status.IsOK()) return status;
   float* y = packed_out.Allocate({1, tokens, s[2]});
   std::copy(lengths.begin(), lengths.end(), lengths_out.Allocate({s[0]}));
   for (int64_t b = 0; b < s[0]; ++b) y = std::copy_n(x.Data() + b * s[1] * s[2], lengths[b] * s[2], y);
@@ -593,9 +595,8 @@ Ort::Status UnpackRows(const Tensor<float>& packed, const Tensor<int64_t>& mask,
   const auto ms = mask.Shape();
   if (s.size() != 3 || s[0] != 1 || ms.size() != 2) return Invalid(op, "packed must be (1, tokens, hidden) and attention_mask (batch, length)");
   std::vector<int64_t> lengths;
-  if (auto status = MaskLengths(op, mask, lengths); !status.IsOK()) return status;
   int64_t tokens = 0;
-  for (int64_t n : lengths) tokens += n;
+  if (auto status = MaskLengths(op, mask, lengths, tokens); !status.IsOK()) return status;
   if (tokens != s[1])
     return Invalid(op, "attention_mask has " + std::to_string(tokens) + " tokens but packed has " + std::to_string(s[1]) + " rows");
   float* x = x_out.Allocate({ms[0], ms[1], s[2]});
