@@ -52,10 +52,11 @@ from typing import Any
 import embedrt
 import numpy as np
 from cpu_worker import ST_ONNX_FILES, versions
+from embedrt.artifact import Artifact
 from embedrt.engine import plan_batches
-from embedrt.manifest import MANIFEST_NAME, Artifact
-from embedrt.providers import default_threads, plan_providers, split_threads
-from embedrt.tokenization import load_tokenizer
+from embedrt.manifest import MANIFEST_NAME
+from embedrt.selection import available_cpus, cpu_threads
+from embedrt.tokenizer import load_tokenizer
 from providers import _fmt as fmt
 from providers import cpu_flags, cpu_model, isa_note, load_fetcher, one_minus_cos
 
@@ -284,7 +285,7 @@ def plan_contenders(target: Target, shape: dict[str, Any], args: argparse.Namesp
     default = embedrt.SentenceTransformer(target.artifact, threads=1).variant
     variants = sorted(manifest.towers["text"].variants, key=lambda v: (v != "fp32", v))
     for variant in variants:
-        default_workers = split_threads(plan_providers(threads=args.threads), None, variant)[1]
+        default_workers = cpu_threads(variant, args.threads, None)[1]
         for workers in args.workers:
             suffix = ("", "") if workers is None else (f"-w{workers}", f", workers={workers}")
             row = Contender(f"embedrt-{variant}{suffix[0]}", f"embedrt {variant}{suffix[1]}", sys.executable,
@@ -443,7 +444,7 @@ def summarize(rows: list[Contender], n_texts: int, tokens: int, ceiling_s: float
 def machine(args: argparse.Namespace) -> dict[str, Any]:
     """CPU, the flags that decide int8 kernels, cores, threads, load."""
     flags = cpu_flags()
-    return {"cpu": cpu_model(), "flags": {f: f in flags for f in SHOWN_FLAGS}, "cores_usable": default_threads(),
+    return {"cpu": cpu_model(), "flags": {f: f in flags for f in SHOWN_FLAGS}, "cores_usable": available_cpus(),
             "cpu_count": os.cpu_count(), "threads": args.threads, "python": sys.version.split()[0],
             "loadavg": list(os.getloadavg()), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
@@ -573,7 +574,7 @@ def benchmark(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     shape = st_modules(target.st_folder)
     corpus_path = args.corpus or load_fetcher().corpus_path("fortunes")
     texts = english_texts(corpus_path, args.texts)
-    tokenizer = load_tokenizer(manifest.tokenizer, Artifact(target.artifact).read_verified(manifest.tokenizer.file))
+    tokenizer = load_tokenizer(target.artifact)
     lengths = tokenizer.encode(texts).lengths()
     flops = corpus_flops(lengths, args.batch_size, shape)
     real_flops = corpus_flops(lengths, 1, shape)  # one text per batch: no padding
@@ -636,7 +637,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"development sizes: {QUICK['texts']} texts, {QUICK['repeats']} cycle")
     parser.add_argument("--texts", type=int, help=f"English texts (default {FULL['texts']})")
     parser.add_argument("--repeats", type=int, help=f"cycles over all paths (default {FULL['repeats']})")
-    parser.add_argument("--threads", type=int, default=default_threads(),
+    parser.add_argument("--threads", type=int, default=available_cpus(),
                         help="threads for every path and for the GEMM probe (default: usable cores)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers",

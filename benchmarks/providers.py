@@ -44,10 +44,11 @@ from typing import Any
 
 import embedrt
 import numpy as np
+from embedrt.artifact import Artifact
 from embedrt.engine import default_buckets
-from embedrt.manifest import Artifact
-from embedrt.providers import default_threads, default_trt_cache, import_onnxruntime
-from embedrt.tokenization import load_tokenizer
+from embedrt.providers import default_trt_cache, import_onnxruntime
+from embedrt.selection import available_cpus
+from embedrt.tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "embedrt.bench.providers/1"
@@ -393,7 +394,7 @@ def gpu_names() -> list[str]:
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     """What the numbers depend on: machine, load, library versions, threads."""
     ort = import_onnxruntime()
-    return {"cpu": cpu_model(), "cores_usable": default_threads(), "threads": args.threads or default_threads(),
+    return {"cpu": cpu_model(), "cores_usable": available_cpus(), "threads": args.threads or available_cpus(),
             "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "gpus": gpu_names(), "python": platform.python_version(), "onnxruntime": ort.__version__,
             "onnxruntime_device": ort.get_device(), "available_providers": ort.get_available_providers(),
@@ -545,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     corpus = args.corpus or default_corpus()
 
-    tokenizer = load_tokenizer(manifest.tokenizer, artifact.read_verified(manifest.tokenizer.file))
+    tokenizer = load_tokenizer(artifact)
     groups = build_groups(read_corpus(corpus), tokenizer, args.texts)
     variants = sorted(manifest.towers["text"].variants)
     available = import_onnxruntime().get_available_providers()

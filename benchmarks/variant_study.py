@@ -41,7 +41,7 @@ def english_texts(corpus: Path, n: int) -> list[str]:
 
 def build_artifact(source: Path, out: Path, calibration_texts: list[str]) -> list[Any]:
     """Export ``source`` and add every variant, each written into the artifact's manifest."""
-    from embedrt.manifest import Artifact
+    from embedrt.artifact import Artifact
     from embedrt_export import export, graph, optimize, variants
 
     export(source, out, overwrite=True)

@@ -460,13 +460,13 @@ def check_model(run: Run, model: str, artifact: Path, trt_skip: str | None) -> N
 
 
 def _variants(artifact: Path) -> list[str]:
-    from embedrt.manifest import Artifact
+    from embedrt.artifact import Artifact
 
     return sorted(Artifact(artifact).manifest.towers["text"].variants)
 
 
 def _max_seq(artifact: Path) -> int:
-    from embedrt.manifest import Artifact
+    from embedrt.artifact import Artifact
 
     return Artifact(artifact).manifest.tokenizer.max_seq_length
 

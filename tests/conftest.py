@@ -127,7 +127,7 @@ def twin_assets():
 @pytest.fixture(scope="session")
 def add_variants():
     """Writes variant candidates into an exported artifact as the export does, so the runtime loads them."""
-    from embedrt.manifest import Artifact
+    from embedrt.artifact import Artifact
     from embedrt_export import variants
 
     def add(artifact_dir: Path, candidates) -> None:

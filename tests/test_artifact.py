@@ -7,7 +7,8 @@ import shutil
 
 import embedrt
 import pytest
-from embedrt.manifest import Artifact, ArtifactError
+from embedrt.artifact import Artifact
+from embedrt.manifest import ArtifactError
 
 
 @pytest.fixture()
@@ -57,10 +58,10 @@ def test_graph_changed_while_loading_is_refused(copy, monkeypatch, how):
     between is refused by name, not used."""
     import os
 
-    import embedrt.model
+    import embedrt.loader
 
     graph = copy / "text" / "model.onnx"
-    real = embedrt.model.create_session
+    real = embedrt.loader.create_session
 
     def tamper_then_load(path, *args, **kwargs):
         data = bytearray(graph.read_bytes())
@@ -74,7 +75,7 @@ def test_graph_changed_while_loading_is_refused(copy, monkeypatch, how):
             os.utime(graph, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # coarse clocks: force a new mtime
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(embedrt.model, "create_session", tamper_then_load)
+    monkeypatch.setattr(embedrt.loader, "create_session", tamper_then_load)
     with pytest.raises(ArtifactError, match=r"model\.onnx: changed while it was being loaded"):
         embedrt.SentenceTransformer(copy)
 

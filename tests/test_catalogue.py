@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from embedrt import catalogue
 from embedrt_export import SourceError, catalogue_twins, export, twins
-from embedrt_export.verify import one_minus_cos
+from embedrt_export.fidelity import one_minus_cos
 from sentence_transformers import SentenceTransformer as STModel
 
 
@@ -64,7 +64,7 @@ def test_catalogue_twin_matches_sentence_transformers(name, report):
         assert tower.variants["fp32"].parity["max_one_minus_cos"] <= 1e-6
     assert manifest.similarity_fn_name == entry.similarity
     assert manifest.normalized == entry.normalize
-    assert manifest.input_kinds == list(entry.inputs)
+    assert manifest.input_kinds == tuple(entry.inputs)
     if entry.family != "word-embeddings":
         assert manifest.tokenizer.max_seq_length == entry.max_seq_length
     ours = embedrt.SentenceTransformer(artifact)

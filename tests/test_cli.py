@@ -36,7 +36,7 @@ def test_export_via_cli_and_bad_source(model_path, tmp_path, capsys):
     assert main(["export", str(model_path("paraphrase-MiniLM-L3-v2")), "-o", str(out)]) == 0
     assert "parity vs sentence-transformers: text max_one_minus_cos" in capsys.readouterr().out
     assert embedrt.SentenceTransformer(out).encode("hi").shape == (384,)
-    assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 1
+    assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 2
     assert "not in the embedrt catalogue" in capsys.readouterr().err
-    assert main(["export", "distiluse-base-multilingual-cased", "-o", str(tmp_path / "x")]) == 1
+    assert main(["export", "distiluse-base-multilingual-cased", "-o", str(tmp_path / "x")]) == 2
     assert "did you mean distiluse-base-multilingual-cased-v2" in capsys.readouterr().err

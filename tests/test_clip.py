@@ -8,23 +8,25 @@ sentence-transformers' ``encode`` on the twin.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import embedrt
 import numpy as np
 import pytest
 from conftest import fetcher
 from embedrt import images
-from embedrt.manifest import Artifact, ArtifactError
+from embedrt.manifest import ArtifactError, ImageSpec, Manifest
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CLIP_SPEC = images.ImageSpec(shortest_edge=224, crop_height=224, crop_width=224, resample="bicubic",
-                             do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-                             image_mean=CLIP_MEAN, image_std=CLIP_STD)
+CLIP_SPEC = ImageSpec(shortest_edge=224, crop_height=224, crop_width=224, resample="bicubic",
+                      do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+                      image_mean=CLIP_MEAN, image_std=CLIP_STD)
 MAX_ONE_MINUS_COS = 1e-6
 
 TEXTS = [
@@ -87,9 +89,9 @@ def clip_reference(clip_twin):
 
 
 def _one_minus_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from embedrt_export import verify
+    from embedrt_export import fidelity
 
-    return verify.one_minus_cos(np.asarray(a), np.asarray(b))
+    return fidelity.one_minus_cos(np.asarray(a), np.asarray(b))
 
 
 # -- preprocessing ----------------------------------------------------------------------------------
@@ -184,15 +186,14 @@ def test_bad_image_inputs_name_the_index(tmp_path, clip_assets, kafka):
         images.preprocess([kafka, str(text_named_jpg)], CLIP_SPEC, positions=[3, 7], name="sentences")
 
 
-def test_image_spec_manifest_round_trip_and_validation():
-    assert images.ImageSpec.from_manifest(CLIP_SPEC.to_manifest()) == CLIP_SPEC
-    bad = {**CLIP_SPEC.to_manifest(), "size": {"height": 224, "width": 224}}
-    with pytest.raises(ArtifactError, match="image"):
-        images.ImageSpec.from_manifest(bad)
-    with pytest.raises(ArtifactError, match="resample"):
-        images.ImageSpec.from_manifest({**CLIP_SPEC.to_manifest(), "resample": "cubic"})
-    with pytest.raises(ArtifactError, match="larger than the shortest edge"):
-        images.ImageSpec.from_manifest({**CLIP_SPEC.to_manifest(), "crop_size": {"height": 256, "width": 224}})
+def test_image_spec_in_the_manifest_is_typed_and_validated(clip_artifact):
+    data = json.loads((clip_artifact[0] / "manifest.json").read_text())
+    assert Manifest.from_dict(data).image == CLIP_SPEC
+    for change, message in (({"resample": "cubic"}, r"field image"), ({"image_std": [0.2, 0.0, 0.3]}, "image"),
+                            ({"shortest_edge": 0}, "image"), ({"size": 224}, "image"),
+                            ({"crop_height": 256}, "larger than image.shortest_edge")):
+        with pytest.raises(ArtifactError, match=message):
+            Manifest.from_dict({**data, "image": {**data["image"], **change}})
 
 
 def test_exporter_refuses_preprocessing_it_cannot_reproduce():
@@ -255,8 +256,8 @@ def test_manifest_describes_both_towers(clip_artifact):
         assert tower.variants["fp32"].outputs == ("sentence_embedding",)
         assert tower.variants["fp32"].parity["max_one_minus_cos"] <= MAX_ONE_MINUS_COS
     assert manifest.towers["vision"].variants["fp32"].parity["pixel_max_abs"] <= 1e-5
-    assert images.ImageSpec.from_manifest(manifest.image) == CLIP_SPEC
-    assert manifest.input_kinds == ["text", "image"]
+    assert manifest.image == CLIP_SPEC
+    assert manifest.input_kinds == ("text", "image")
     assert (manifest.tokenizer.max_seq_length, manifest.tokenizer.pad_token_id) == (77, 49407)
     assert manifest.embedding_dimension == 24 and not manifest.normalized
     assert manifest.source["modules"] == [{"type": "CLIPModel"}]
@@ -282,7 +283,7 @@ def test_vision_tower_matches_sentence_transformers(clip_artifact, clip_referenc
     from embedrt_export.clip import probe_images
 
     inputs = [kafka, str(clip_assets / "franz-kafka.jpg"), *probe_images()]
-    encoder = images.ImageEncoder.from_artifact(Artifact(clip_artifact[0]))
+    encoder = embedrt.load_engine(clip_artifact[0], tower="vision")
     ours = encoder.encode(inputs, batch_size=batch_size)
     reference = clip_reference.encode(inputs, batch_size=batch_size, convert_to_numpy=True)
     assert ours.shape == reference.shape == (len(inputs), 24)
@@ -291,12 +292,13 @@ def test_vision_tower_matches_sentence_transformers(clip_artifact, clip_referenc
 
 
 def test_vision_parity_threshold_would_catch_a_one_pixel_crop_shift(clip_artifact, kafka):
-    encoder = images.ImageEncoder.from_artifact(Artifact(clip_artifact[0]))
+    encoder = embedrt.load_engine(clip_artifact[0], tower="vision")
     pixels = images.preprocess([kafka], CLIP_SPEC)
     shifted = np.roll(pixels, 1, axis=3)
-    assert _one_minus_cos(encoder.embed_pixels(pixels), encoder.embed_pixels(shifted))[0] > 100 * MAX_ONE_MINUS_COS
+    assert _one_minus_cos(encoder.run_batch(pixels), encoder.run_batch(shifted))[0] > 100 * MAX_ONE_MINUS_COS
+    assert np.array_equal(encoder.submit(pixels).result(), encoder.run_batch(pixels))
     with pytest.raises(ValueError, match="pixel_values must have shape"):
-        encoder.embed_pixels(pixels[:, :, :200])
+        encoder.run_batch(pixels[:, :, :200])
 
 
 def test_sentence_transformers_6_layout_exports_too(tmp_path, clip_assets, clip_artifact):
@@ -344,7 +346,7 @@ def test_both_towers_run_where_the_torch_stack_cannot_be_imported(clip_artifact,
         import embedrt
         from embedrt import images
         model = embedrt.SentenceTransformer({str(clip_artifact[0])!r})
-        encoder = images.ImageEncoder.from_artifact(model.artifact)
+        encoder = embedrt.load_engine(model.artifact, tower="vision")
         print(model.encode(["a caption"]).shape, encoder.encode([{str(clip_assets / "franz-kafka.jpg")!r}]).shape)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,

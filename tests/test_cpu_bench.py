@@ -43,7 +43,8 @@ def artifact_with_int8(exported, tmp_path_factory) -> Path:
     shutil.copytree(source, out)
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     text = manifest["towers"]["text"]
-    text["variants"]["int8_avx512_vnni"] = {**text["variants"]["fp32"], "parity": {}}
+    text["variants"]["int8_avx512_vnni"] = {**text["variants"]["fp32"], "parity": {}, "precision": "int8",
+                                            "devices": ["cpu"], "cpu_isa": ["avx512_vnni"]}
     (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     return out
 

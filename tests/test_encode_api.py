@@ -5,7 +5,7 @@ from __future__ import annotations
 import embedrt
 import numpy as np
 import pytest
-from embedrt_export.verify import one_minus_cos
+from embedrt_export.fidelity import one_minus_cos
 from sentence_transformers.util import quantize_embeddings as st_quantize
 
 NAME = "all-MiniLM-L6-v2"

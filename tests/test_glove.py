@@ -18,7 +18,7 @@ from conftest import fetcher, sample_records
 from embedrt import ArtifactError
 from embedrt.whitespace import WhitespaceTokenizer
 from embedrt_export import SourceError, export, wordembed
-from embedrt_export.verify import one_minus_cos
+from embedrt_export.fidelity import one_minus_cos
 from scipy.stats import pearsonr
 from sentence_transformers import SentenceTransformer as STModel
 from sentence_transformers.sentence_transformer.modules import Dense, LayerNorm, Normalize, Pooling, WordEmbeddings

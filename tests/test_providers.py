@@ -8,13 +8,15 @@ import logging
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import embedrt
 import numpy as np
 import pytest
 from embedrt.engine import Engine, bucket_width, default_buckets
-from embedrt.providers import ProviderUnavailableError, ShapeProfile, plan_providers, specialize, split_threads
-from embedrt_export.verify import one_minus_cos
+from embedrt.iobinding import IOBindingRunner
+from embedrt.providers import ProviderUnavailableError, ShapeProfile, plan_providers, specialize
+from embedrt_export.fidelity import one_minus_cos
 
 TEXTS = ["short", "a somewhat longer sentence about providers", "x " * 300, "", "Привет, мир"]
 
@@ -32,28 +34,20 @@ def test_device_strings_become_provider_lists():
     assert [p if isinstance(p, str) else p[0] for p in trt.requested] == [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     custom = plan_providers(providers=[("CPUExecutionProvider", {})])
-    assert custom.device == "custom"
-    for bad in ("gpu", "cuda:x", "tpu:0"):
+    assert custom.device == "cpu" and custom.explicit
+    # An explicit list runs on its first provider's device: a CUDA list is a GPU plan, never a CPU one.
+    listed = plan_providers(providers=[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"])
+    assert listed.device == "cuda" and listed.device_id == 1 and listed.on_gpu
+    for bad in ("gpu", "cuda:x", "tpu:0", "", "cpu:7", "cuda:-1"):
         with pytest.raises(ValueError, match="device"):
             plan_providers(bad)
+    for bad in (5, 1.0, b"cpu"):
+        with pytest.raises(TypeError, match="device must be a str"):
+            plan_providers(bad)
+    with pytest.raises(TypeError, match=r"providers\[0\]"):
+        plan_providers(providers=[5])
     with pytest.raises(ValueError, match="not both"):
         plan_providers("cpu", ["CPUExecutionProvider"])
-
-
-def test_cpu_threads_go_to_concurrent_batches():
-    assert split_threads(plan_providers(threads=4)) == (plan_providers(threads=4), 1)
-    assert split_threads(plan_providers(threads=4), variant="fp32") == (plan_providers(threads=4), 1)
-    assert split_threads(plan_providers(threads=4), variant="int8_rowwise") == (plan_providers(threads=2), 2)
-    assert split_threads(plan_providers(threads=1), variant="int8_rowwise") == (plan_providers(threads=1), 1)
-    assert split_threads(plan_providers(threads=4), 1, variant="int8_rowwise") == (plan_providers(threads=4), 1)
-    assert split_threads(plan_providers(threads=4), 4) == (plan_providers(threads=1), 4)
-    assert split_threads(plan_providers(threads=4), 2) == (plan_providers(threads=2), 2)
-    assert split_threads(plan_providers(threads=2), 3) == (plan_providers(threads=1), 3)
-    cuda = plan_providers("cuda", threads=4)
-    assert split_threads(cuda, 4) == (cuda, 1)
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="workers"):
-            split_threads(plan_providers(), bad)
 
 
 def test_workers_change_speed_not_results(minilm_artifact, corpus_1000):
@@ -197,8 +191,8 @@ def test_tensorrt_profile_reaches_the_position_limit(minilm_artifact):
     """max_seq_length raised after load (256 -> 512, MiniLM's position limit) stays inside the
     TensorRT engine's profile, which is built for the position limit, not the default length."""
     model = embedrt.SentenceTransformer(minilm_artifact, device="tensorrt")  # falls back to CPU here, with a warning
-    options = model._plan.requested[0][1]
-    assert model.max_seq_length == 256 and model.tokenizer.model_max_length == 512
+    options = model.engine.info.requested_providers[0][1]
+    assert model.max_seq_length == 256 and model.manifest.tokenizer.model_max_length == 512
     assert options["trt_profile_max_shapes"].endswith("x512") and "x128" in options["trt_profile_opt_shapes"]
 
 
@@ -208,20 +202,20 @@ def test_max_seq_length_past_the_tensorrt_profile_is_refused(minilm_artifact, tm
     import json
     import shutil
 
-    import embedrt.model
+    import embedrt.loader
 
     copy = tmp_path / "artifact"
     shutil.copytree(minilm_artifact, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["tokenizer"]["model_max_length"] = None
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    real = embedrt.model.create_session
+    real = embedrt.loader.create_session
 
     class ReportsTensorRT(_SpySession):
         def get_providers(self):
             return ["TensorrtExecutionProvider", "CPUExecutionProvider"]
 
-    monkeypatch.setattr(embedrt.model, "create_session", lambda *a, **k: ReportsTensorRT(real(*a, **k)))
+    monkeypatch.setattr(embedrt.loader, "create_session", lambda *a, **k: ReportsTensorRT(real(*a, **k)))
     model = embedrt.SentenceTransformer(copy, device="tensorrt")
     model.max_seq_length = 128
     with pytest.raises(ValueError, match="max_seq_length 300 exceeds 256, the longest sequence this model's TensorRT"):
@@ -251,16 +245,18 @@ def test_bucketed_and_io_bound_runs_match_plain_runs(minilm_artifact, corpus_100
     encoded = model.tokenizer.encode(texts)
     plain = model.engine.run(encoded).sentence_embedding
 
+    info = model.engine.info
     spy = _SpySession(session)
-    bucketed = Engine(spy, model.tokenizer.pad_token_id, seq_buckets=default_buckets(256)).run(encoded)
+    bucketed = Engine(spy, info, model.tokenizer.pad_token_id, seq_buckets=default_buckets(256)).run(encoded)
     assert spy.shapes <= set(default_buckets(256))
     assert one_minus_cos(plain, bucketed.sentence_embedding).max() <= 1e-6
 
-    bound = Engine(session, model.tokenizer.pad_token_id, io_binding=("cpu", 0))
+    bound = Engine(session, info, model.tokenizer.pad_token_id, runner=IOBindingRunner(session, "cpu", 0))
     out = bound.run(encoded, outputs=("sentence_embedding", "token_embeddings"))
     assert one_minus_cos(plain, out.sentence_embedding).max() <= 1e-6
     assert [t.shape for t in out.token_embeddings] == [(len(i), 384) for i in encoded.ids]
-    capped = Engine(session, model.tokenizer.pad_token_id, max_batch_size=4)
+    capped = Engine(session, replace(info, max_batch_size=4), model.tokenizer.pad_token_id)
+    assert max(len(b) for b in capped.plan(encoded.lengths(), 64)) <= 4
     assert one_minus_cos(plain, capped.run(encoded, batch_size=64).sentence_embedding).max() <= 1e-6
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from embedrt import util
-from embedrt_export.verify import one_minus_cos
+from embedrt_export.fidelity import one_minus_cos
 from sentence_transformers import util as st_util
 
 REAL_MODELS = ("all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2", "all-mpnet-base-v2")

@@ -6,7 +6,7 @@ import json
 import random
 
 import pytest
-from embedrt.tokenization import HEAD_CHARS_PER_TOKEN, TextTokenizer
+from embedrt.tokenization import HEAD_CHARS_PER_TOKEN, HFTokenizer
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 
@@ -49,7 +49,7 @@ def _long_texts(fortunes: list[dict], max_seq_length: int) -> list[str]:
 def test_long_texts_give_the_whole_texts_ids(model_path, twin_assets, fortunes, max_seq_length):
     texts = _long_texts(fortunes, max_seq_length)
     for name, spec in _tokenizer_jsons(model_path, twin_assets).items():
-        ours = TextTokenizer(spec, max_seq_length, pad_token_id=0)
+        ours = HFTokenizer(spec, max_seq_length, pad_token_id=0)
         assert ours._splits_on_spaces, name
         whole = Tokenizer.from_str(spec)
         whole.no_padding()
@@ -63,15 +63,15 @@ def test_long_texts_give_the_whole_texts_ids(model_path, twin_assets, fortunes, 
 def test_head_cut_only_where_spaces_split(model_path):
     spec = json.loads((model_path("all-MiniLM-L6-v2") / "tokenizer.json").read_text(encoding="utf-8"))
     spec["pre_tokenizer"] = {"type": "Split", "pattern": {"Regex": "\\w+"}, "behavior": "Isolated", "invert": False}
-    assert not TextTokenizer(json.dumps(spec), 128, pad_token_id=0)._splits_on_spaces
+    assert not HFTokenizer(json.dumps(spec), 128, pad_token_id=0)._splits_on_spaces
 
 
 def test_head_cut_not_where_the_normalizer_joins_words(model_path, twin_assets):
     """A Replace that matches a space with something else can join two words across the cut."""
     spec = json.loads(twin_assets.xlmr_tokenizer.read_text(encoding="utf-8"))  # Metaspace: words split at spaces
     normalizers = spec["normalizer"]["normalizers"]
-    assert TextTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces  # its " {2,}" collapse is safe
+    assert HFTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces  # its " {2,}" collapse is safe
     normalizers.append({"type": "Replace", "pattern": {"String": " ,"}, "content": ","})
-    assert not TextTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces
+    assert not HFTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces
     normalizers[-1] = {"type": "Replace", "pattern": {"Regex": "\\s*,"}, "content": ","}
-    assert not TextTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces
+    assert not HFTokenizer(json.dumps(spec), 16, pad_token_id=1)._splits_on_spaces

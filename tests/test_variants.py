@@ -51,62 +51,20 @@ def test_cpu_flags_reads_first_flags_line():
 
 
 def test_detect_isa_on_this_host_is_a_known_value():
-    assert isa.detect_isa() in (*isa.INT8_ISAS, None)
-
-
-@pytest.mark.parametrize(("cpu_isa", "available", "expected"), [
-    ("avx512_vnni", ALL, "int8_rowwise_fused"),
-    ("arm64", ALL, "int8_rowwise_fused"),
-    ("avx512_vnni", ["fp32", "int8_rowwise", "int8_avx512_vnni"], "int8_rowwise"),
-    # u8 activations x s8 weights saturate in vpmaddubsw: row-wise int8 needs VNNI (or Arm).
-    ("avx512", ["fp32", *ROWWISE], "fp32"),
-    ("avx2", ["fp32", *ROWWISE], "fp32"),
-    ("avx2", ["fp32", "fp32_fused", "int8_avx512"], "fp32_fused"),  # on embedrt's kernels, same fp32 arithmetic
-    ("avx512_vnni", [v for v in ALL if v not in ROWWISE], "int8_avx512_vnni"),
-    ("avx512_vnni", ["fp32", "optimized", "int8_avx2"], "int8_avx2"),
-    ("avx512", ALL, "int8_avx512"),
-    ("avx2", ALL, "int8_avx2"),
-    # s8-weight graphs are never chosen for an AVX2-only CPU (vpmaddubsw saturation).
-    ("avx2", ["fp32", "optimized", "int8_avx512_vnni", "int8_arm64"], "fp32"),
-    ("arm64", ["fp32", "int8_arm64"], "int8_arm64"),
-    ("arm64", ["fp32", "int8_avx2"], "fp32"),
-    (None, ["fp32", "optimized"], "fp32"),  # ORT's pre-fused graph is not faster on CPU
-    (None, ALL, "fp32_fused"),
-    ("avx512_vnni", ["fp32", "int8_blockwise", "fp16"], "fp32"),  # neither is an automatic CPU choice
-])
-def test_best_variant_cpu(cpu_isa, available, expected):
-    assert isa.best_variant(available, isa=cpu_isa) == expected
-
-
-@pytest.mark.parametrize(("device", "available", "expected"), [
-    ("cuda", ALL, "fp16"), ("cuda:1", ["fp32", "optimized"], "optimized"), ("tensorrt", ALL, "fp32"),
-])
-def test_best_variant_gpu(device, available, expected):
-    assert isa.best_variant(available, device=device, isa="avx512_vnni") == expected
-
-
-def test_best_variant_without_fallback_raises():
-    with pytest.raises(ValueError, match="none of"):
-        isa.best_variant(["int8_blockwise", "optimized"], isa="avx2")
-
-
-def test_int8_variant_names():
-    assert [isa.int8_variant(i) for i in isa.INT8_ISAS] == ["int8_avx2", "int8_avx512", "int8_avx512_vnni",
-                                                            "int8_arm64"]
-    with pytest.raises(ValueError):
-        isa.int8_variant("sse4")
+    assert isa.detect_isa() in ("avx2", "avx512", "avx512_vnni", "arm64", None)
 
 
 # -- gates and metrics -----------------------------------------------------------------------------
 def test_every_isa_has_a_quantization_config_and_a_gate():
+    from embedrt.manifest import INT8_DYNAMIC
     from embedrt_export import quantize, variants
 
-    assert set(quantize.ISA_CONFIGS) == set(isa.INT8_ISAS)
-    assert {isa.int8_variant(i) for i in isa.INT8_ISAS} <= set(variants.GATES)
+    assert {f"int8_{i}" for i in quantize.ISA_CONFIGS} == set(INT8_DYNAMIC)
+    assert set(INT8_DYNAMIC) <= set(variants.GATES)
 
 
 def test_gate_failures_name_each_missed_limit():
-    from embedrt_export.variants import Gate
+    from embedrt.selection import Gate
 
     gate = Gate(max_one_minus_cos=1e-6, min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4)
     good = {"max_one_minus_cos": 1e-7, "spearman": 0.999, "top10_overlap": 0.97, "batch_one_minus_cos": 0.0}
@@ -117,7 +75,7 @@ def test_gate_failures_name_each_missed_limit():
 
 
 def test_spearman_is_rank_based():
-    from embedrt_export.variants import spearman
+    from embedrt_export.fidelity import spearman
 
     x = np.random.default_rng(0).normal(size=500)
     assert spearman(x, np.exp(x)) == pytest.approx(1.0)
@@ -143,7 +101,7 @@ def twin_with_variants(twin_assets, tmp_path_factory, add_variants):
 
 def test_twin_variants_build_load_and_run(twin_with_variants):
     artifact, reference, candidates = twin_with_variants
-    assert [c.name for c in candidates] == ALL[1:]
+    assert sorted(c.name for c in candidates) == sorted(ALL[1:])
     texts = ["A man is eating food.", "Ein Mann isst.", "", "short", "a much longer sentence " * 8]
     ref = reference.encode(texts, convert_to_numpy=True)
     manifest = json.loads((artifact / "manifest.json").read_text())
@@ -171,7 +129,10 @@ def test_twin_optimized_keeps_fp32_parity_and_fuses(twin_with_variants):
 
     artifact, reference, candidates = twin_with_variants
     optimized = next(c for c in candidates if c.name == "optimized")
-    assert optimized.build_info.get("SkipLayerNormalization", 0) >= 2, optimized.build_info
+    import onnx
+
+    ops = [n.op_type for n in onnx.load_from_string(optimized.onnx_bytes).graph.node]
+    assert ops.count("SkipLayerNormalization") >= 2, ops
     model = embedrt.SentenceTransformer(artifact, variant="optimized", threads=1)
     parity = measure(reference, model, probe_texts(model.max_seq_length), batch_size=4)
     assert parity.max_one_minus_cos <= 1e-6, parity
@@ -227,7 +188,7 @@ def test_packed_graph_equals_padded_and_refuses_a_mask_it_cannot_pack(twin_with_
 
     model = embedrt.SentenceTransformer(artifact, variant=variant, threads=1)
     encoded = model.tokenizer.encode(["a", "a somewhat longer sentence than that", "mid length text", ""])
-    feeds = model.engine._feeds(encoded, np.arange(4))
+    feeds = model.engine._feeds(encoded)
     assert feeds["attention_mask"].min() == 0  # there is padding to leave out
     packed, padded = session(packed_graph), session(padded_graph)
     names = [o.name for o in packed.get_outputs()]
@@ -248,7 +209,7 @@ def test_packed_graph_equals_padded_and_refuses_a_mask_it_cannot_pack(twin_with_
     ("fp32_fused", 1e-6),
 ])
 def test_twin_variant_is_batch_invariant(twin_with_variants, variant, limit):
-    from embedrt_export.verify import one_minus_cos
+    from embedrt_export.fidelity import one_minus_cos
 
     artifact, _, _ = twin_with_variants
     model = embedrt.SentenceTransformer(artifact, variant=variant, threads=1)
@@ -304,7 +265,7 @@ def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_
 
     import onnx
     from embedrt_export import rowwise
-    from embedrt_export.verify import one_minus_cos
+    from embedrt_export.fidelity import one_minus_cos
 
     artifact, _, candidates = twin_with_variants
     by_name = {c.name: c for c in candidates}
@@ -342,13 +303,15 @@ def test_without_the_kernel_library_the_fused_graph_is_skipped_aloud_or_refused(
         manifest["towers"]["text"]["variants"][name]["parity"] = {"spearman": 1.0, "top10_overlap": 1.0,
                                                                   "batch_one_minus_cos": 0.0}
     (artifact / "manifest.json").write_text(json.dumps(manifest))
-    monkeypatch.setattr(isa, "detect_isa", lambda *args, **kwargs: "avx512_vnni")
+    import embedrt.loader
+
+    monkeypatch.setattr(embedrt.loader, "detect_isa", lambda *args, **kwargs: "avx512_vnni")
     assert embedrt.SentenceTransformer(artifact, threads=1).variant == "int8_rowwise_fused"
     monkeypatch.setattr(kernels, "library_path", lambda: None)
-    with caplog.at_level(logging.WARNING, logger="embedrt.model"):
+    with caplog.at_level(logging.WARNING, logger="embedrt.loader"):
         model = embedrt.SentenceTransformer(artifact, threads=1)
     assert model.variant == "int8_rowwise"
-    assert "'int8_rowwise_fused'" in caplog.text and "kernel library" in caplog.text
+    assert "int8_rowwise_fused: skipped" in caplog.text and "kernel library" in caplog.text
     with pytest.raises(kernels.KernelLibraryError, match="C\\+\\+17 compiler.*variant='int8_rowwise'"):
         embedrt.SentenceTransformer(artifact, variant="int8_rowwise_fused", threads=1)
 

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 from embedrt import images
-from embedrt.manifest import GraphVariant, TokenizerSpec, Tower
+from embedrt.loader import load_engine
+from embedrt.manifest import GraphVariant, ImageSpec, TokenizerSpec, Tower
 
-from . import export, graph, verify
+from . import export, fidelity, graph, verify
 from .simplify import simplify
 from .source import SourceError, SourceSpec
 
@@ -62,7 +63,7 @@ def reference_image_processor(model: Any, source: SourceSpec) -> Any:
     return pil
 
 
-def image_spec(image_processor: Any, where: object) -> images.ImageSpec:
+def image_spec(image_processor: Any, where: object) -> ImageSpec:
     """The manifest ``image`` spec of a CLIP image processor; refuses settings the runtime does not reproduce."""
     from PIL import Image
 
@@ -79,7 +80,7 @@ def image_spec(image_processor: Any, where: object) -> images.ImageSpec:
     if unsupported:
         raise SourceError(f"{where}: image preprocessing embedrt cannot reproduce: {', '.join(unsupported)}")
     try:
-        return images.ImageSpec(
+        return ImageSpec(
             shortest_edge=int(size["shortest_edge"]), crop_height=int(crop["height"]), crop_width=int(crop["width"]),
             resample=Image.Resampling(int(cfg["resample"])).name.lower(),
             do_rescale=bool(cfg.get("do_rescale")), rescale_factor=float(cfg.get("rescale_factor", 1 / 255)),
@@ -129,7 +130,7 @@ def _export(module: Any, args: tuple[Any, ...], input_names: tuple[str, ...], dy
     return simplify(buffer.getvalue())[0]
 
 
-def export_towers(model: Any, spec: images.ImageSpec) -> tuple[bytes, bytes]:
+def export_towers(model: Any, spec: ImageSpec) -> tuple[bytes, bytes]:
     """Trace the text and vision paths of a sentence-transformers CLIP model: ``(text_onnx, vision_onnx)``."""
     import torch
 
@@ -155,15 +156,15 @@ def export_towers(model: Any, spec: images.ImageSpec) -> tuple[bytes, bytes]:
 
 def measure(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
     """Parity of both towers against sentence-transformers: text through ``ours.encode`` on the probe
-    texts, vision through :class:`embedrt.images.ImageEncoder` on :func:`probe_images`.
+    texts, vision through the vision tower's engine on :func:`probe_images`.
 
     ``pixel_max_abs`` compares embedrt's preprocessing with the reference processor's ``pixel_values``.
     """
     texts = verify.probe_texts(ours.max_seq_length)
-    text_cos = verify.one_minus_cos(reference.encode(texts, convert_to_numpy=True), ours.encode(texts))
+    text_cos = fidelity.one_minus_cos(reference.encode(texts, convert_to_numpy=True), ours.encode(texts))
     probes = probe_images()
-    encoder = images.ImageEncoder.from_artifact(ours.artifact)
-    vision_cos = verify.one_minus_cos(reference.encode(probes, convert_to_numpy=True), encoder.encode(probes))
+    encoder = load_engine(ours.artifact, tower="vision")
+    vision_cos = fidelity.one_minus_cos(reference.encode(probes, convert_to_numpy=True), encoder.encode(probes))
     reference_pixels = reference.preprocess(probes)[VISION_INPUT].numpy()
     pixel_max_abs = float(np.abs(images.preprocess(probes, encoder.spec) - reference_pixels).max())
     return {
@@ -190,6 +191,6 @@ def build(model: Any, source: SourceSpec) -> export.Built:
         tokenizer=TokenizerSpec(kind="hf", file=export.TOKENIZER, max_seq_length=int(model.max_seq_length),
                                 pad_token_id=pad_id, model_max_length=int(text_config.max_position_embeddings)),
         embedding_dimension=int(model.get_embedding_dimension()),
-        extra={"image": spec.to_manifest(), "input_kinds": ["text", "image"]},
+        extra={"image": spec, "input_kinds": ("text", "image")},
         measure=measure,
     )

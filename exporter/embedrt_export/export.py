@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from embedrt.artifact import sha256_bytes
 from embedrt.catalogue import Entry
 from embedrt.manifest import (
     MANIFEST_NAME,
@@ -25,7 +26,6 @@ from embedrt.manifest import (
     Manifest,
     TokenizerSpec,
     Tower,
-    sha256_bytes,
 )
 
 from . import clip, graph, verify, wordembed
@@ -66,13 +66,15 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _similarity_fn_name(source: SourceSpec) -> str:
+def _similarity(source: SourceSpec) -> tuple[str, str]:
+    """``(similarity_fn_name, where it came from)``: the folder's declaration, else sentence-transformers'
+    default."""
     config_file = source.path / "config_sentence_transformers.json"
     if config_file.is_file():
         name = json.loads(config_file.read_text(encoding="utf-8")).get("similarity_fn_name")
         if name:
-            return str(name)
-    return "cosine"  # sentence-transformers' default when the model does not say
+            return str(name), "declared"
+    return "cosine", "default"
 
 
 def build_transformer(model: Any, source: SourceSpec) -> Built:
@@ -162,11 +164,12 @@ def export(src: str | Path, out: str | Path, *, name: str | None = None, overwri
         check_stack(expect, source, model)
     built = BUILDERS[source.modules[0].kind](model, source)
     if expect is not None:
-        built.extra["input_kinds"] = list(expect.inputs)
+        built.extra["input_kinds"] = tuple(expect.inputs)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        similarity, similarity_source = _similarity(source)
         files = {}
         for rel, data in built.files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +179,7 @@ def export(src: str | Path, out: str | Path, *, name: str | None = None, overwri
             schema=SCHEMA,
             name=name or source.path.name,
             embedding_dimension=built.embedding_dimension,
-            similarity_fn_name=_similarity_fn_name(source),
+            similarity_fn_name=similarity, similarity_source=similarity_source,
             normalized=source.normalized,
             tokenizer=built.tokenizer,
             towers=built.towers,

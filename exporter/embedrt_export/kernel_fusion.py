@@ -30,7 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
-from embedrt.kernels import DOMAIN
+from embedrt.manifest import KERNELS_DOMAIN as DOMAIN
 from onnx import helper, numpy_helper
 
 from .optimize import with_op_domains

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import onnx
-from embedrt.kernels import DOMAIN
+from embedrt.manifest import KERNELS_DOMAIN as DOMAIN
 from onnx import TensorProto, helper
 
 from .kernel_fusion import GraphIndex

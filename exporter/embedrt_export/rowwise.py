@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from embedrt.kernels import DOMAIN as KERNELS_DOMAIN
+from embedrt.manifest import KERNELS_DOMAIN
 from onnx import TensorProto, helper, numpy_helper
 
 from .kernel_fusion import fuse_attention, fuse_epilogues

@@ -9,50 +9,32 @@ sentence-transformers' own embeddings of real texts, and writes only the variant
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import onnx
-from embedrt.isa import (
+from embedrt.artifact import sha256_bytes
+from embedrt.manifest import (
     FP16,
     FP32_FUSED,
     INT8_BLOCKWISE,
-    INT8_ISAS,
+    INT8_DYNAMIC,
     INT8_ROWWISE,
     INT8_ROWWISE_FUSED,
+    KERNELS_DOMAIN,
     OPTIMIZED,
-    int8_variant,
+    FileEntry,
+    GraphVariant,
+    Manifest,
 )
-from embedrt.kernels import DOMAIN as KERNELS_DOMAIN
-from embedrt.manifest import FileEntry, GraphVariant, Manifest, sha256_bytes
+from embedrt.selection import RANKING_GATE, Gate
 
-from . import kernel_fusion, optimize, packing, quantize, rowwise
-from .verify import one_minus_cos
+from . import fidelity, kernel_fusion, optimize, packing, quantize, rowwise
+from .fidelity import one_minus_cos
 
 VARIANT_FILE = "text/model.{name}.onnx"
 BATCH_PROBE = 32  # texts encoded one by one and as one batch to measure batch invariance
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Limits a variant must meet against sentence-transformers fp32; ``None`` means not gated."""
-
-    max_one_minus_cos: float | None = None
-    min_spearman: float | None = None
-    min_top10_overlap: float | None = None
-    max_batch_one_minus_cos: float | None = None
-
-    def failures(self, figures: Mapping[str, float]) -> list[str]:
-        """Why ``figures`` (from :func:`measure`) miss this gate; empty when they pass."""
-        out = []
-        for key, limit, worse in (("max_one_minus_cos", self.max_one_minus_cos, float.__gt__),
-                                  ("spearman", self.min_spearman, float.__lt__),
-                                  ("top10_overlap", self.min_top10_overlap, float.__lt__),
-                                  ("batch_one_minus_cos", self.max_batch_one_minus_cos, float.__gt__)):
-            if limit is not None and worse(float(figures[key]), limit):
-                out.append(f"{key} {figures[key]:.4g} {'>' if worse is float.__gt__ else '<'} {limit:.4g}")
-        return out
 
 
 # optimized and fp32_fused: fusions only, so fp32 parity. fp16: the GPU check's bound (1e-3); measured on 2,000
@@ -64,10 +46,33 @@ GATES: dict[str, Gate] = {
     OPTIMIZED: Gate(max_one_minus_cos=1e-6),
     FP32_FUSED: Gate(max_one_minus_cos=1e-6),
     FP16: Gate(max_one_minus_cos=1e-3, min_spearman=0.999, min_top10_overlap=0.98),
-    INT8_ROWWISE: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
-    INT8_ROWWISE_FUSED: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
-    INT8_BLOCKWISE: Gate(min_spearman=0.995, min_top10_overlap=0.95, max_batch_one_minus_cos=1e-4),
-    **{int8_variant(isa): Gate(min_spearman=0.98, min_top10_overlap=0.80) for isa in INT8_ISAS},
+    INT8_ROWWISE: RANKING_GATE,
+    INT8_ROWWISE_FUSED: RANKING_GATE,
+    INT8_BLOCKWISE: RANKING_GATE,
+    **{name: Gate(min_spearman=0.98, min_top10_overlap=0.80) for name in INT8_DYNAMIC},
+}
+
+# Where each variant's int8 arithmetic is exact and fast (GraphVariant.cpu_isa): row-wise int8 multiplies
+# u8 activations over their whole range by s8 weights, which needs a dot product that never saturates
+# (VNNI's vpdpbusd, Arm's sdot/udot); ONNX Runtime's dynamic graphs are built per ISA: the s8-weight ones
+# (avx512*, arm64) never for AVX2, whose vpmaddubsw saturates (the avx2 graph has u8 weights, the
+# avx512 one reduced-range weights).
+CPU_ISA: dict[str, tuple[str, ...]] = {
+    INT8_ROWWISE: ("avx512_vnni", "arm64"),
+    INT8_ROWWISE_FUSED: ("avx512_vnni", "arm64"),
+    "int8_avx512_vnni": ("avx512_vnni",),
+    "int8_avx512": ("avx512_vnni", "avx512"),
+    "int8_avx2": ("avx512_vnni", "avx512", "avx2"),
+    "int8_arm64": ("arm64",),
+}
+# Providers each variant is built for: the int8 graphs and embedrt's kernels are CPU code; fp16 is for
+# GPUs (ONNX Runtime's CPU fp16 kernels are slower than fp32); ONNX Runtime's fused com.microsoft ops
+# (optimized) are not for TensorRT, which parses only standard ONNX.
+DEVICES: dict[str, tuple[str, ...]] = {
+    OPTIMIZED: ("cpu", "cuda"),
+    FP16: ("cuda",),
+    FP32_FUSED: ("cpu",),
+    **{name: ("cpu",) for name in (INT8_ROWWISE, INT8_ROWWISE_FUSED, INT8_BLOCKWISE, *INT8_DYNAMIC)},
 }
 DEFAULT_VARIANTS = tuple(GATES)
 
@@ -81,13 +86,22 @@ class Candidate:
     opset: int
     gate: Gate
     file: str  # artifact-relative path; variants with identical graphs share one file
-    build_info: dict[str, int] = field(default_factory=dict)  # fused-op counts of its source graph
     custom_ops: tuple[str, ...] = ()  # op domains only embedrt's kernel library provides
+    packed_rows: bool = False  # its layers skip a batch's padding
     note: str = ""  # what the build could not do, for the export's log
+
+    def graph_variant(self, base: GraphVariant, parity: Mapping[str, float] | None = None) -> GraphVariant:
+        """The manifest entry: ``base``'s (the fp32 graph's) inputs and outputs, this graph's facts."""
+        return GraphVariant(file=self.file, opset=self.opset, inputs=base.inputs, outputs=base.outputs,
+                            precision="fp16" if self.name == FP16 else "int8" if self.name.startswith("int8")
+                            else "fp32", devices=DEVICES.get(self.name, base.devices),
+                            cpu_isa=CPU_ISA.get(self.name), custom_ops=self.custom_ops, packed_rows=self.packed_rows,
+                            parity=dict(parity or {}))
 
 
 def _on_packed_rows(model: onnx.ModelProto) -> tuple[bytes, str]:
-    """The graph with its layers on packed rows (:mod:`embedrt_export.packing`), and why not where it can't be."""
+    """The graph with its layers on packed rows (:mod:`embedrt_export.packing`), and why not where it can't be
+    (empty when it could)."""
     packed, why = packing.pack(model)
     return optimize.with_op_domains(packed).SerializeToString(), f"layers left on padded rows: {why}" if why else ""
 
@@ -119,7 +133,6 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
     built: list[Candidate] = []
     calibration = None
     for name in names:
-        info = dict(fused.fused_ops)
         custom_ops: tuple[str, ...] = ()
         note = ""
         if name == OPTIMIZED:
@@ -140,41 +153,23 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
         else:
             # From the unfused graph: ORT's CPU session fuses LayerNorm/GELU around the quantized
             # MatMuls itself, and QAttention measured slower than DynamicQuantizeMatMul + fp32 attention.
-            data, info = quantize.quantize_dynamic_int8(fp32_onnx, name.removeprefix("int8_")), {}
+            data = quantize.quantize_dynamic_int8(fp32_onnx, name.removeprefix("int8_"))
         # int8_avx512_vnni and int8_arm64 use the same settings, hence the same bytes: one file.
         file = next((c.file for c in built if c.onnx_bytes == data), VARIANT_FILE.format(name=name))
         built.append(Candidate(name=name, onnx_bytes=data, opset=_default_opset(data), gate=GATES[name],
-                               file=file, build_info=info, custom_ops=custom_ops, note=note))
+                               file=file, custom_ops=custom_ops, packed_rows=bool(custom_ops) and not note, note=note))
     return built
 
 
 def with_variant(manifest: Manifest, candidate: Candidate, parity: Mapping[str, float] | None = None,
                  tower: str = "text") -> Manifest:
     """``manifest`` listing ``candidate`` (its inputs and outputs are the fp32 variant's)."""
-    base = manifest.towers[tower].variants["fp32"]
-    variant = GraphVariant(file=candidate.file, opset=candidate.opset, inputs=base.inputs, outputs=base.outputs,
-                           parity=dict(parity or {}), custom_ops=candidate.custom_ops)
+    variant = candidate.graph_variant(manifest.towers[tower].variants["fp32"], parity)
     towers = dict(manifest.towers)
     towers[tower] = replace(towers[tower], variants={**towers[tower].variants, candidate.name: variant})
     files = {**manifest.files, candidate.file: FileEntry(sha256=sha256_bytes(candidate.onnx_bytes),
                                                          size=len(candidate.onnx_bytes))}
     return replace(manifest, towers=towers, files=files)
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (cosine similarities are continuous, so ties are ignored)."""
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
 
 
 def measure(reference: np.ndarray, candidate: Any, texts: Sequence[str], *, n_pairs: int = 2000,
@@ -188,31 +183,18 @@ def measure(reference: np.ndarray, candidate: Any, texts: Sequence[str], *, n_pa
     in one batch with the other first :data:`BATCH_PROBE` texts.
     """
     texts = list(texts)
-    n_queries = min(n_queries, len(texts) // 5)
-    if n_queries < 1 or len(texts) < BATCH_PROBE:
+    if len(texts) < BATCH_PROBE:
         raise ValueError(f"need at least {BATCH_PROBE} texts to measure ranking and batch fidelity, got {len(texts)}")
     got = candidate.encode(texts, batch_size=32, show_progress_bar=False)
-    ref_unit, got_unit = _unit(reference), _unit(got)
-
-    rng = np.random.default_rng(seed)
-    left, right = rng.integers(0, len(texts), (2, n_pairs))
-    keep = left != right
-    left, right = left[keep], right[keep]
-    rho = spearman((ref_unit[left] * ref_unit[right]).sum(1), (got_unit[left] * got_unit[right]).sum(1))
-
-    queries, corpus = slice(0, n_queries), slice(n_queries, n_queries + corpus_size)
-    k = min(top_k, len(texts[corpus]))
-    ref_top = np.argsort(-(ref_unit[queries] @ ref_unit[corpus].T), axis=1)[:, :k]
-    got_top = np.argsort(-(got_unit[queries] @ got_unit[corpus].T), axis=1)[:, :k]
-    overlap = float(np.mean([len(set(r) & set(g)) / k for r, g in zip(ref_top, got_top)]))
+    ranks = fidelity.ranking(reference, got, n_pairs=n_pairs, n_queries=n_queries, corpus_size=corpus_size,
+                             top_k=top_k, seed=seed)
 
     probe = texts[:BATCH_PROBE]
     alone = np.stack([candidate.encode([t], batch_size=1, show_progress_bar=False)[0] for t in probe])
     together = candidate.encode(probe, batch_size=BATCH_PROBE, show_progress_bar=False)
     return {
         "max_one_minus_cos": float(one_minus_cos(reference, got).max()),
-        "spearman": rho,
-        "top10_overlap": overlap,
+        **ranks,
         "batch_one_minus_cos": float(one_minus_cos(alone, together).max()),
         "n_texts": float(len(texts)),
     }

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .fidelity import one_minus_cos
+
 FP32_MAX_ONE_MINUS_COS = 1e-6
 
 _LONG = ("The quick brown fox jumps over the lazy dog while the committee deliberates at length about "
@@ -56,22 +58,6 @@ class Parity:
         """Manifest form."""
         return {"max_one_minus_cos": self.max_one_minus_cos, "token_max_abs": self.token_max_abs,
                 "n_texts": float(self.n_texts)}
-
-
-def one_minus_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise 1 − cosine in float64 (float32 rounding would hide or invent differences).
-
-    Identical rows score 0 even where cosine is undefined (all-zero rows: a text with no known word;
-    ``-inf`` rows: max pooling over nothing); any other undefined value scores 1, never NaN, so a
-    threshold check cannot pass by accident.
-    """
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    with np.errstate(all="ignore"):
-        num = (a64 * b64).sum(1)
-        den = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
-        out = 1.0 - num / den
-    out = np.where(np.all(a64 == b64, axis=1), 0.0, out)
-    return np.where(np.isfinite(out), out, 1.0)
 
 
 def measure(reference: Any, candidate: Any, texts: Sequence[str | tuple[str, str]], batch_size: int = 16) -> Parity:

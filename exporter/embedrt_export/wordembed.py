@@ -231,7 +231,7 @@ def runtime_tokenizer(model: Any) -> WhitespaceTokenizer:
 def measure(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
     """Parity on the shared probe texts (sized for :data:`PROBE_TOKENS`) plus word-level probes.
 
-    Texts without known words pool to zeros (or -inf under max pooling); ``verify.one_minus_cos``
+    Texts without known words pool to zeros (or -inf under max pooling); ``fidelity.one_minus_cos``
     scores those 0 only where embedrt's row is exactly sentence-transformers'.
     """
     texts = verify.probe_texts(min(ours.max_seq_length, PROBE_TOKENS)) + list(WORD_PROBES)

@@ -1,61 +1,46 @@
-"""The ``embedrt`` command: export, encode, info, models, bench."""
+"""The ``embedrt`` command: export, encode, info, models, bench (and serve / embed-corpus with their extras).
+
+Every error is one line on stderr naming the file (and line) at fault, with exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+from pathlib import Path
 
 from . import kernels
-from .manifest import Artifact
+from .manifest import ArtifactError
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    try:
-        from embedrt_export import export
+    try:  # by name: the runtime never imports the exporter, whose extra may not be installed
+        exporter_cli = importlib.import_module("embedrt_export.cli")
     except ImportError as exc:
-        print(f"embedrt export needs the export extra: pip install 'embedrt[export]' "
-              f"(install torch==2.13.0 first) [{exc}]", file=sys.stderr)
-        return 2
-    from embedrt_export.resolve import resolve
-
-    source, entry = resolve(args.source)
-    variants = [v for v in (args.variants or "").split(",") if v]
-    manifest = export(source, args.output, name=args.name or (entry.name if entry else None),
-                      overwrite=args.overwrite, expect=entry, variants=variants,
-                      fidelity_texts=_fidelity_texts(args.texts) if variants else ())
-    # What each tower measured: CLIP's towers have no token outputs, its vision tower pixel figures.
-    parity = "; ".join(
-        f"{tower} " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(t.variants[t.default_variant].parity.items()))
-        for tower, t in manifest.towers.items())
-    print(f"wrote {args.output}: {manifest.name}, dim {manifest.embedding_dimension}, "
-          f"max_seq_length {manifest.tokenizer.max_seq_length}, parity vs sentence-transformers: {parity}")
-    return 0
+        raise CLIError(f"embedrt export needs the export extra: pip install 'embedrt[export]' "
+                       f"(install torch==2.13.0 first) [{exc}]") from exc
+    return int(exporter_cli.run_export(args))
 
 
-def _fidelity_texts(path: str | None, limit: int = 2000) -> list[str]:
-    """Real texts to measure variants on: ``--texts`` (lines, or JSON lines with "text"), else the
-    English records of the fetched fortunes corpus."""
-    import os
-    from pathlib import Path
-
-    if path is None:
-        cache = Path(os.environ.get("EMBEDRT_CACHE", Path.home() / ".cache" / "embedrt"))
-        corpus = cache / "corpora" / "fortunes.jsonl"
-        if not corpus.is_file():
-            raise ValueError("--variants needs --texts FILE (real text, one per line) to measure fidelity")
-        records = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
-        return [r["text"] for r in records if r["lang"] == "en"][::7][:limit]
-    lines = _read_lines(path)
-    if path.endswith(".jsonl"):
-        lines = [json.loads(line)["text"] for line in lines if line.strip()]
-    return [line for line in lines if line.strip()][:limit]
-
-
-def _read_lines(path: str) -> list[str]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
-    with stream:
-        return [line.rstrip("\n") for line in stream]
+def read_lines(path: str) -> list[str]:
+    """The lines of a UTF-8 text file (``-``: stdin) without their newlines; :class:`CLIError` names the
+    file and line of anything unreadable."""
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CLIError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise CLIError(f"{path}:{line}: not UTF-8 text (byte {data[exc.start]:#04x}); convert it to UTF-8") from exc
+    return text.splitlines()
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
@@ -63,42 +48,73 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
     from .model import SentenceTransformer
 
-    model = SentenceTransformer(args.artifact, threads=args.threads, workers=args.workers, variant=args.variant)
-    texts = _read_lines(args.input)
+    output = Path(args.output)
+    if output.is_dir():
+        raise CLIError(f"{output}: is a directory; give the .npy file to write")
+    if output.suffix != ".npy":
+        raise CLIError(f"{output}: the output is a numpy .npy file; name it with the .npy suffix")
+    texts = read_lines(args.input)
+    model = SentenceTransformer(args.artifact, threads=args.threads, workers=args.workers, variant=args.variant,
+                                expected_digest=args.digest)
     embeddings = model.encode(texts, batch_size=args.batch_size, show_progress_bar=not args.quiet,
-                              normalize_embeddings=args.normalize)
-    np.save(args.output, embeddings)
-    print(f"{len(texts)} texts -> {args.output} {tuple(embeddings.shape)}", file=sys.stderr)
+                              normalize_embeddings=args.normalize, convert_to_tensor=True)
+    try:
+        with open(output, "wb") as stream:  # a file object: np.save then adds no second suffix
+            np.save(stream, embeddings.astype(np.float32, copy=False))
+    except OSError as exc:
+        raise CLIError(f"{output}: cannot write ({exc.strerror or exc})") from exc
+    print(f"{len(texts)} texts -> {output} {tuple(embeddings.shape)} float32", file=sys.stderr)
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    artifact = Artifact(args.artifact)
+    from .artifact import Artifact
+    from .isa import detect_isa
+    from .providers import plan_providers
+    from .selection import choose_variant
+
+    artifact = Artifact(args.artifact, expected_digest=args.digest)
     m = artifact.manifest
     if args.verify:
         artifact.verify_all()
     if args.json:
         print(m.to_json(), end="")
         return 0
+    plan = plan_providers(args.device)
+    picks = {tower: choose_variant(t.variants, plan.device, isa=detect_isa(), kernels_built=kernels.available())
+             for tower, t in m.towers.items()}
     print(f"name                {m.name}")
-    print(f"schema              {m.schema}")
+    print(f"digest              {artifact.digest} (sha256 of manifest.json; pin it with expected_digest=)")
     print(f"embedding dimension {m.embedding_dimension}")
-    print(f"similarity          {m.similarity_fn_name}{' (graph output is normalized)' if m.normalized else ''}")
+    print(f"similarity          {m.similarity_fn_name} ({_SIMILARITY_SOURCE[m.similarity_source]})"
+          f"{', graph output is normalized' if m.normalized else ''}")
     print(f"max_seq_length      {m.tokenizer.max_seq_length} (position limit {m.tokenizer.model_max_length})")
     print(f"modules             {json.dumps(m.source.get('modules', []))}")
     for tower_name, tower in m.towers.items():
         for key, v in tower.variants.items():
             parity = ", ".join(f"{k} {val:.3g}" for k, val in v.parity.items()) or "not measured"
-            default = " (default)" if key == tower.default_variant else ""
+            mark = " (picked)" if key == picks[tower_name].variant else ""
             data = f" + {v.external_data}" if v.external_data else ""
             ops = f"  needs {', '.join(v.custom_ops)} (embedrt's kernels)" if v.custom_ops else ""
-            print(f"{tower_name}/{key:<14}{default} {v.file}{data}  opset {v.opset}{ops}  parity: {parity}")
+            print(f"{tower_name}/{key:<18}{mark} {v.file}{data}  opset {v.opset}{ops}  parity: {parity}")
     if any(v.custom_ops for tower in m.towers.values() for v in tower.variants.values()):
         print(f"embedrt kernels     {kernels.isa() if kernels.available() else 'not built in this install'}")
+    print(f"on this machine     {plan.device} (int8 ISA: {detect_isa() or 'none'}), would run:")
+    for tower, choice in picks.items():
+        for line in choice.reasons:
+            print(f"  {tower}: {line}")
     print(f"created with        {', '.join(f'{k} {v}' for k, v in sorted(m.created_with.items()))}")
     if args.verify:
         print(f"files               {len(m.files)} verified (sha256)")
     return 0
+
+
+_SIMILARITY_SOURCE = {
+    "declared": "declared by the model folder",
+    "catalogue": "the catalogue's, the model's documented use; the folder declares none, so sentence-transformers "
+                 "would report cosine",
+    "default": "sentence-transformers' default; the folder declares none",
+}
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -116,15 +132,20 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     import subprocess
-    from pathlib import Path
 
     # A child of this interpreter, not an import: the benchmark loads torch/sentence-transformers,
     # which the runtime must never import. benchmarks/ exists only in a source checkout.
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu.py"
-    if not script.is_file():
-        print(f"embedrt bench needs a source checkout ({script} not found)", file=sys.stderr)
-        return 2
-    return subprocess.call([sys.executable, str(script), args.artifact, *args.bench_args])
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "cpu.py").is_file():
+        raise CLIError(f"embedrt bench needs a source checkout ({root / 'benchmarks' / 'cpu.py'} not found)")
+    return subprocess.call([sys.executable, "-m", "benchmarks.cpu", args.artifact, *args.bench_args], cwd=root)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,12 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("encode", help="embed text lines into a .npy file")
     p.add_argument("artifact")
-    p.add_argument("-i", "--input", default="-", help="text file, one text per line ('-' = stdin)")
-    p.add_argument("-o", "--output", required=True, help=".npy file to write")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, help="CPU threads in all (default: every core this process may use)")
-    p.add_argument("--workers", type=int, help="CPU batches run at once (default 1; 2 for the int8_rowwise graph)")
-    p.add_argument("--variant", help="graph variant (default: the manifest's default)")
+    p.add_argument("-i", "--input", default="-", help="UTF-8 text file, one text per line ('-' = stdin)")
+    p.add_argument("-o", "--output", required=True, help=".npy file to write (float32, texts x dimension)")
+    p.add_argument("--batch-size", type=_positive, default=32)
+    p.add_argument("--threads", type=_positive, help="CPU threads in all (default: every core this process may use)")
+    p.add_argument("--workers", type=_positive, help="CPU batches run at once (default: the variant's rule)")
+    p.add_argument("--variant", help="graph variant (default: the fastest that runs here; see `embedrt info`)")
+    p.add_argument("--digest", help="refuse the artifact unless its digest is this one")
     p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_encode)
@@ -164,9 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for benchmarks/cpu.py, e.g. --quick --out DIR")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("info", help="print an artifact's key facts and parity figures")
+    p = sub.add_parser("info", help="an artifact's facts, its digest, and the variant this machine would run")
     p.add_argument("artifact")
     p.add_argument("--verify", action="store_true", help="also check every file's sha256")
+    p.add_argument("--digest", help="refuse the artifact unless its digest is this one")
+    p.add_argument("--device", default="cpu", help="say what would run on this device (default cpu)")
     p.add_argument("--json", action="store_true", help="print the whole manifest")
     p.set_defaults(func=_cmd_info)
     return parser
@@ -177,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, RuntimeError, FileExistsError, FileNotFoundError) as exc:
-        print(f"embedrt {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+    except (CLIError, ArtifactError, ValueError, TypeError, RuntimeError, OSError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the error carried
+        print(f"embedrt {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,17 +1,15 @@
-"""Length-sorted, token-budget batching over one ONNX Runtime session.
+"""The engine: token ids in, embeddings out, over one ONNX Runtime session. No text, no HTTP.
 
-The engine is the piece every front end drives (the ``SentenceTransformer`` facade today; a
-server's dynamic batcher or a Ray actor next): it takes token ids, never raw text, and is
-thread-safe because it keeps no per-call state and ORT's ``run`` is safe to call concurrently.
+Every front end drives it: the ``SentenceTransformer`` facade, the server's dynamic batcher and the
+Ray actor. A front end that already formed a batch calls :meth:`Engine.run_batch` (or
+:meth:`Engine.submit` for a future); one holding many texts calls :meth:`Engine.run`, which sorts
+them by length and cuts batches under a token budget (:func:`plan_batches`). :attr:`Engine.info` holds
+what a batcher needs to know: whether padding costs compute, the sequence limit, the token budget.
 
-On CPU it can run several batches at once, each on its own core (``workers``), rather than one batch
-at a time split across the cores by ORT's intra-op pool: a transformer layer is dozens of small
-ops, and each op's fork/join across the pool stalls on the slowest core. On 2 cores (MiniLM-L6,
-1,000 fortunes, batches of 32, ``benchmarks/workers.py``) two single-threaded runs gave the
-int8_rowwise graph 1.05-1.08x the throughput of one two-threaded run, and 1.47x while the VM had one
-of its slow phases; fp32 0.98-0.99x, and 1.11x in a slow phase. Outputs are bit-identical. The
-facade runs int8_rowwise that way by default and other graphs one batch at a time, whose one-text
-latency is lower (``embedrt.providers.CPU_CONCURRENT_VARIANTS``).
+Thread-safe: it keeps no per-call state, and ONNX Runtime's ``run`` may be called concurrently. On
+CPU it can run ``workers`` batches at once, each on ``threads // workers`` intra-op threads (the rule
+is :mod:`embedrt.selection`'s); every caller's batches share those workers, so concurrent calls never
+put more than ``workers`` runs on the cores.
 """
 
 from __future__ import annotations
@@ -20,19 +18,16 @@ import itertools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .checks import check_positive_int
-from .tokenization import Encoded
+from .types import SENTENCE, TOKENS, Encoded
 
 T = TypeVar("T")
-
-SENTENCE = "sentence_embedding"
-TOKENS = "token_embeddings"
 
 
 def plan_batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int | None = None, *,
@@ -95,83 +90,67 @@ def default_buckets(max_seq_length: int, smallest: int = 16) -> tuple[int, ...]:
     return (*out, max_seq_length)
 
 
-class _IOBindingRunner:
-    """Runs with IO binding: inputs copied to the device once, outputs written into preallocated
-    device buffers (one per shape, per thread, since concurrent calls must not share them)."""
+@dataclass(frozen=True)
+class EngineInfo:
+    """What a front end needs to know about an engine (and what ``/info`` and ``embedrt info`` print).
 
-    def __init__(self, session, device_type: str, device_id: int) -> None:
-        self.session = session
-        self.device_type = device_type
-        self.device_id = device_id
-        self.output_shapes = {o.name: o.shape for o in session.get_outputs()}
-        self._local = threading.local()
+    ``packed_rows``: the graph skips a batch's padding, so a batch costs its real tokens, not
+    count x longest; ``max_batch_tokens``: the token budget per batch for this device and variant
+    (padded tokens, or real ones on a packed graph); ``max_batch_size``: a hard cap on texts per batch
+    (TensorRT's profile), else ``None``. A vision tower has no sequence limit or token budget (``None``).
+    """
 
-    def _buffer(self, name: str, shape: tuple[int, ...]):
-        from .providers import import_onnxruntime
-
-        cache = self._local.__dict__.setdefault("buffers", {})
-        key = (name, shape)
-        if key not in cache:
-            cache[key] = import_onnxruntime().OrtValue.ortvalue_from_shape_and_type(
-                list(shape), np.float32, self.device_type, self.device_id)
-        return cache[key]
-
-    def _shape(self, name: str, batch: int, width: int) -> tuple[int, ...] | None:
-        dims = self.output_shapes[name]
-        concrete = [batch, width, *dims[2:]] if len(dims) == 3 else [batch, *dims[1:]]
-        return tuple(concrete) if all(isinstance(d, int) for d in concrete) else None
-
-    def run(self, outputs: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        binding = self.session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, array)
-        batch, width = feeds["input_ids"].shape
-        for name in outputs:
-            shape = self._shape(name, batch, width)
-            if shape is None:
-                binding.bind_output(name, self.device_type, self.device_id)
-            else:
-                binding.bind_ortvalue_output(name, self._buffer(name, shape))
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()
+    model: str
+    tower: str
+    variant: str
+    provider: str
+    device: str
+    threads: int | None
+    workers: int
+    packed_rows: bool
+    max_seq_length: int | None
+    max_batch_tokens: int | None
+    max_batch_size: int | None
+    dimension: int
+    similarity_fn_name: str
+    digest: str
+    reasons: tuple[str, ...] = ()
+    requested_providers: tuple[Any, ...] = ()
 
 
 class Engine:
-    """Runs a sentence-embedding graph over pre-tokenized inputs.
+    """Runs a sentence-embedding graph over token ids (build one with :func:`embedrt.load_engine`).
 
     Args:
         session: an ONNX Runtime session of the graph.
+        info: the engine's facts; ``info.max_batch_tokens`` bounds :meth:`run`'s batches.
         pad_token_id: id used to pad shorter sequences of a batch.
-        max_batch_tokens: bound on padded tokens per batch (count × padded width).
         seq_buckets: pad every batch to one of these widths (GPU/TensorRT: few shapes, no
             engine rebuilds and no arena growth); ``None`` pads to the batch's longest text.
-        io_binding: ``(device_type, device_id)`` to run through IO binding, e.g. ``("cuda", 0)``.
-        max_batch_size: hard cap on texts per batch whatever the caller asks (a TensorRT profile's
-            maximum batch: larger batches would force an engine rebuild).
-        workers: batches run at once, on threads the engine owns (give the session
-            ``cores // workers`` intra-op threads). Every caller's batches share these workers, so
-            concurrent ``run`` calls never put more than ``workers`` runs on the cores.
+        runner: runs feeds through the session another way than ``session.run`` (IO binding).
     """
 
-    def __init__(self, session, pad_token_id: int, max_batch_tokens: int | None = None, *,
-                 seq_buckets: Sequence[int] | None = None, io_binding: tuple[str, int] | None = None,
-                 max_batch_size: int | None = None, workers: int = 1) -> None:
-        check_positive_int("workers", workers)
+    def __init__(self, session: Any, info: EngineInfo, pad_token_id: int, *,
+                 seq_buckets: Sequence[int] | None = None, runner: Any = None) -> None:
+        check_positive_int("workers", info.workers)
         self.session = session
+        self.info = info
         self.pad_token_id = pad_token_id
-        self.max_batch_tokens = max_batch_tokens
         self.seq_buckets = tuple(sorted(seq_buckets)) if seq_buckets else None
         self.input_names = tuple(i.name for i in session.get_inputs())
         self.output_names = tuple(o.name for o in session.get_outputs())
         missing = {"input_ids", "attention_mask"} - set(self.input_names)
         if missing:
             raise ValueError(f"graph lacks required inputs {sorted(missing)}; has {self.input_names}")
-        self._runner = _IOBindingRunner(session, *io_binding) if io_binding else None
-        self.max_batch_size = max_batch_size
-        self.workers = workers
+        self._runner = runner
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
+
+    @property
+    def workers(self) -> int:
+        """Batches that run at once."""
+        return self.info.workers
 
     def _workers(self) -> ThreadPoolExecutor:
         # A forked child (multiprocessing, a pre-forking server) inherits the pool object but not its
@@ -182,58 +161,83 @@ class Engine:
                 self._pool_pid = os.getpid()
             return self._pool
 
-    def _run(self, outputs: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if self._runner is not None:
-            return self._runner.run(outputs, feeds)
-        return self.session.run(list(outputs), feeds)
+    def _check_outputs(self, outputs: Sequence[str]) -> None:
+        for name in outputs:
+            if name not in self.output_names:
+                raise ValueError(f"output {name!r} not in graph outputs {self.output_names}")
 
-    def _feeds(self, encoded: Encoded, idx: np.ndarray) -> dict[str, np.ndarray]:
-        seqs = [encoded.ids[i] for i in idx]
-        width = bucket_width(max(len(s) for s in seqs), self.seq_buckets)
-        input_ids = np.full((len(seqs), width), self.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((len(seqs), width), dtype=np.int64)
-        for row, seq in enumerate(seqs):
+    def _feeds(self, encoded: Encoded) -> dict[str, np.ndarray]:
+        if not len(encoded):
+            raise ValueError("a batch needs at least one text")
+        width = bucket_width(max(len(s) for s in encoded.ids), self.seq_buckets)
+        input_ids = np.full((len(encoded), width), self.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(encoded), width), dtype=np.int64)
+        for row, seq in enumerate(encoded.ids):
             input_ids[row, :len(seq)] = seq
             attention_mask[row, :len(seq)] = 1
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             type_ids = np.zeros_like(input_ids)
-            for row, i in enumerate(idx):
-                t = encoded.type_ids[i]
+            for row, t in enumerate(encoded.type_ids):
                 type_ids[row, :len(t)] = t
             feeds["token_type_ids"] = type_ids
         return feeds
 
+    def run_batch(self, batch: Encoded, outputs: Sequence[str] = (SENTENCE,)) -> BatchOutput:
+        """Run ``batch`` as one batch, as given: no sorting, no splitting (the caller planned it).
+
+        Returns float32 sentence embeddings (batch, dim) and/or each text's token embeddings, trimmed
+        to its own length, in ``batch``'s order.
+        """
+        self._check_outputs(outputs)
+        feeds = self._feeds(batch)
+        arrays = dict(zip(outputs, self._runner.run(outputs, feeds) if self._runner is not None
+                          else self.session.run(list(outputs), feeds)))
+        sentence = arrays[SENTENCE].astype(np.float32, copy=False) if SENTENCE in arrays else None
+        tokens = None
+        if TOKENS in arrays:
+            tokens = [arrays[TOKENS][row, :max(len(ids), 1)].astype(np.float32, copy=False)
+                      for row, ids in enumerate(batch.ids)]
+        return BatchOutput(sentence_embedding=sentence, token_embeddings=tokens)
+
+    def submit(self, batch: Encoded, outputs: Sequence[str] = (SENTENCE,)) -> Future[BatchOutput]:
+        """:meth:`run_batch` on the engine's workers; the future holds its result (for a batcher)."""
+        self._check_outputs(outputs)
+        return self._workers().submit(self.run_batch, batch, outputs)
+
+    def plan(self, lengths: np.ndarray, batch_size: int = 32) -> list[np.ndarray]:
+        """Batches of indices for texts of ``lengths`` tokens: :func:`plan_batches` under this engine's
+        budget, one batch per worker at least."""
+        if self.info.max_batch_size is not None:
+            batch_size = min(check_positive_int("batch_size", batch_size), self.info.max_batch_size)
+        return plan_batches(lengths, batch_size, self.info.max_batch_tokens, min_batches=self.workers)
+
     def run(self, encoded: Encoded, *, batch_size: int = 32, outputs: Sequence[str] = (SENTENCE,),
             on_batch: Callable[[int], None] | None = None) -> BatchOutput:
-        """Embed every encoded text; ``on_batch(n)`` is called after each batch of ``n`` texts."""
-        for name in outputs:
-            if name not in self.output_names:
-                raise ValueError(f"output {name!r} not in graph outputs {self.output_names}")
-        lengths = encoded.lengths()
-        n = len(lengths)
+        """Embed every encoded text in batches of :meth:`plan`, results in ``encoded``'s order;
+        ``on_batch(n)`` is called after each batch of ``n`` texts."""
+        self._check_outputs(outputs)
+        n = len(encoded)
         sentence: np.ndarray | None = None
         tokens: list[np.ndarray] | None = [None] * n if TOKENS in outputs else None  # type: ignore[list-item]
-        if self.max_batch_size is not None:
-            batch_size = min(batch_size, self.max_batch_size)
-        plan = plan_batches(lengths, batch_size, self.max_batch_tokens, min_batches=self.workers)
 
-        def one(idx: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-            return idx, self._run(outputs, self._feeds(encoded, idx))
+        def one(idx: np.ndarray) -> tuple[np.ndarray, BatchOutput]:
+            return idx, self.run_batch(encoded.select(idx), outputs)
 
+        plan = self.plan(encoded.lengths(), batch_size)
         done = self._workers().map(one, plan) if self.workers > 1 else map(one, plan)
-        for idx, arrays in done:
-            results = dict(zip(outputs, arrays))
-            if SENTENCE in results:
-                batch = results[SENTENCE].astype(np.float32, copy=False)  # fp16 graphs keep fp32 io, but be sure
+        for idx, out in done:
+            if out.sentence_embedding is not None:
                 if sentence is None:
-                    sentence = np.empty((n, batch.shape[1]), dtype=batch.dtype)
-                sentence[idx] = batch
-            if tokens is not None:
-                for row, i in enumerate(idx):
-                    tokens[i] = results[TOKENS][row, :max(int(lengths[i]), 1)].astype(np.float32, copy=False)
+                    sentence = np.empty((n, out.sentence_embedding.shape[1]), dtype=np.float32)
+                sentence[idx] = out.sentence_embedding
+            if tokens is not None and out.token_embeddings is not None:
+                for i, t in zip(idx, out.token_embeddings):
+                    tokens[i] = t
             if on_batch is not None:
                 on_batch(len(idx))
+        if sentence is None and SENTENCE in outputs:
+            sentence = np.zeros((0, self.info.dimension), dtype=np.float32)
         return BatchOutput(sentence_embedding=sentence, token_embeddings=tokens)
 
     def pipeline(self, chunks: Iterable[T], tokenize: Callable[[T], Encoded], *, batch_size: int = 32,
@@ -263,9 +267,11 @@ class Engine:
             encoded = pending.result()
             yield encoded, self.run(encoded, batch_size=batch_size, outputs=outputs, on_batch=on_batch)
 
-    def warmup(self, batch_size: int, max_seq_length: int) -> None:
-        """One batch per bucket width (or one at ``max_seq_length`` without buckets)."""
-        widths = [w for w in (self.seq_buckets or ()) if w <= max_seq_length] or [max_seq_length]
+    def warmup(self, batch_size: int = 32, max_seq_length: int | None = None) -> None:
+        """One batch per bucket width (or one at ``max_seq_length``, default the engine's, without buckets),
+        so TensorRT engines, CUDA kernels and memory arenas are ready before the first real request."""
+        longest = max_seq_length or self.info.max_seq_length
+        widths = [w for w in (self.seq_buckets or ()) if w <= longest] or [longest]
         for width in widths:
             ids = [np.full(width, self.pad_token_id, dtype=np.int64)] * batch_size
             self.run(Encoded(ids=ids, type_ids=[np.zeros(width, dtype=np.int64)] * batch_size),

@@ -6,16 +6,20 @@ import os
 from pathlib import Path
 
 from .manifest import MANIFEST_NAME, ArtifactError
+from .paths import cache_dir
 
 
 def artifacts_dir() -> Path:
     """Local artifact store: ``$EMBEDRT_CACHE/artifacts`` (default ``~/.cache/embedrt/artifacts``)."""
-    return Path(os.environ.get("EMBEDRT_CACHE", Path.home() / ".cache" / "embedrt")) / "artifacts"
+    return cache_dir() / "artifacts"
 
 
 def resolve_artifact(name_or_path: str | os.PathLike[str]) -> Path:
     """A folder path as is; else ``artifacts_dir()/<name>``; else a Hugging Face Hub snapshot of the repo
     ``name_or_path`` (which must hold an embedrt artifact). The error lists every place looked at."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise TypeError(f"model_name_or_path must be a non-empty str or path, got {type(name_or_path).__name__} "
+                        f"{name_or_path!r}"[:200])
     path = Path(name_or_path)
     if path.is_dir():
         return path

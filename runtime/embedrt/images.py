@@ -21,7 +21,7 @@ Inputs, per item (errors name the item's index):
   exactly like ``PIL.Image.fromarray(array)`` (grey, RGB, RGBA). Float arrays are refused: a
   float array could be [0, 1] pixels, [0, 255] pixels or already-normalised ``pixel_values``, and
   guessing wrong would silently produce wrong embeddings; already-preprocessed ``[N, 3, H, W]``
-  batches go to :meth:`ImageEncoder.embed_pixels` instead.
+  batches go to :meth:`ImageEngine.run_batch` instead.
 
 Pillow is imported only when an image is actually loaded, so text-only deployments need not install
 it (``pip install 'embedrt[image]'``).
@@ -35,21 +35,18 @@ import io
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
 from .checks import check_positive_int
-from .manifest import MANIFEST_NAME, Artifact, ArtifactError
-from .providers import SessionPlan, create_session, plan_providers
+from .manifest import ImageSpec
+from .types import SENTENCE
 
-SENTENCE = "sentence_embedding"
 # Strings sentence-transformers treats as image paths/URLs (``base.modality.is_image_url_or_path``).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tiff", ".webp")
-# PIL's resampling filters by the lower-case names of ``PIL.Image.Resampling``.
-RESAMPLE_FILTERS = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")
 
 _INSTALL_HINT = "image input needs Pillow: pip install 'embedrt[image]' (or pip install Pillow)"
 
@@ -93,68 +90,6 @@ def is_image_input(item: Any) -> bool:
     return isinstance(item, (np.ndarray, os.PathLike)) or _is_pil_image(item)
 
 
-@dataclass(frozen=True)
-class ImageSpec:
-    """The preprocessing an artifact's vision graph expects (the manifest's ``image`` field).
-
-    Manifest form (keys and meanings as in transformers' ``CLIPImageProcessor``)::
-
-        {"size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224},
-         "resample": "bicubic", "do_rescale": true, "rescale_factor": 0.00392156862745098,
-         "do_normalize": true, "image_mean": [0.48145466, 0.4578275, 0.40821073],
-         "image_std": [0.26862954, 0.26130258, 0.27577711]}
-
-    RGB conversion, resizing and centre cropping are always applied: the graph's input has a fixed
-    ``[3, crop_height, crop_width]`` shape, and a crop no larger than the shortest edge never pads.
-    """
-
-    shortest_edge: int
-    crop_height: int
-    crop_width: int
-    resample: str
-    do_rescale: bool
-    rescale_factor: float
-    do_normalize: bool
-    image_mean: tuple[float, float, float]
-    image_std: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        if self.resample not in RESAMPLE_FILTERS:
-            raise ValueError(f"resample {self.resample!r} is not one of {RESAMPLE_FILTERS}")
-        for name in ("shortest_edge", "crop_height", "crop_width"):
-            check_positive_int(name, getattr(self, name))
-        if max(self.crop_height, self.crop_width) > self.shortest_edge:
-            raise ValueError(f"crop {self.crop_height}x{self.crop_width} is larger than the shortest edge "
-                             f"{self.shortest_edge}; such a crop would pad, which embedrt does not reproduce")
-        if len(self.image_mean) != 3 or len(self.image_std) != 3 or not all(s > 0 for s in self.image_std):
-            raise ValueError(f"image_mean/image_std must be 3 numbers (std > 0), got "
-                             f"{self.image_mean!r} / {self.image_std!r}")
-
-    @classmethod
-    def from_manifest(cls, data: Any) -> ImageSpec:
-        """Parse the manifest's ``image`` field, raising :class:`ArtifactError` on anything unexpected."""
-        try:
-            if set(data["size"]) != {"shortest_edge"} or set(data["crop_size"]) != {"height", "width"}:
-                raise ValueError(f"size must be {{'shortest_edge'}} and crop_size {{'height', 'width'}}, got "
-                                 f"{data['size']!r} and {data['crop_size']!r}")
-            return cls(shortest_edge=data["size"]["shortest_edge"], crop_height=data["crop_size"]["height"],
-                       crop_width=data["crop_size"]["width"], resample=data["resample"],
-                       do_rescale=bool(data["do_rescale"]), rescale_factor=float(data["rescale_factor"]),
-                       do_normalize=bool(data["do_normalize"]),
-                       image_mean=tuple(float(x) for x in data["image_mean"]),  # type: ignore[arg-type]
-                       image_std=tuple(float(x) for x in data["image_std"]))  # type: ignore[arg-type]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{MANIFEST_NAME}: malformed 'image' field ({type(exc).__name__}: {exc})") from exc
-
-    def to_manifest(self) -> dict[str, Any]:
-        """The manifest's ``image`` field."""
-        return {"size": {"shortest_edge": self.shortest_edge},
-                "crop_size": {"height": self.crop_height, "width": self.crop_width},
-                "resample": self.resample, "do_rescale": self.do_rescale, "rescale_factor": self.rescale_factor,
-                "do_normalize": self.do_normalize, "image_mean": list(self.image_mean),
-                "image_std": list(self.image_std)}
-
-
 def _open(data: Any, label: str) -> Any:
     """Open a file path or bytes buffer like transformers' ``load_image``: EXIF-rotated, RGB."""
     Image = _pil()
@@ -170,7 +105,7 @@ def _open(data: Any, label: str) -> Any:
 def _from_array(array: np.ndarray, label: str) -> Any:
     if array.dtype != np.uint8:
         raise TypeError(f"{label}: numpy images must be uint8 (H, W[, C]) pixels, got dtype {array.dtype}; "
-                        "pass preprocessed float pixel_values to ImageEncoder.embed_pixels instead")
+                        "pass preprocessed float pixel_values to ImageEngine.run_batch instead")
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or 0 in array.shape:
@@ -253,12 +188,14 @@ def preprocess(items: Sequence[Any], spec: ImageSpec, *, positions: Sequence[int
     return out
 
 
-class ImageEncoder:
-    """Preprocesses images and runs an artifact's vision graph; thread-safe like :class:`~embedrt.engine.Engine`."""
+class ImageEngine:
+    """Runs an artifact's vision graph on preprocessed pixels (build one with
+    ``embedrt.load_engine(artifact, tower="vision")``); thread-safe like :class:`~embedrt.engine.Engine`."""
 
-    def __init__(self, session: Any, spec: ImageSpec) -> None:
+    def __init__(self, session: Any, spec: ImageSpec, info: Any) -> None:
         self.session = session
         self.spec = spec
+        self.info = info
         inputs = [i.name for i in session.get_inputs()]
         if len(inputs) != 1:
             raise ValueError(f"a vision graph takes exactly one input (pixel values), this one takes {inputs}")
@@ -267,48 +204,37 @@ class ImageEncoder:
         if SENTENCE not in shapes or not isinstance(shapes[SENTENCE][-1], int):
             raise ValueError(f"vision graph needs a {SENTENCE!r} output of static width, has {shapes}")
         self.dimension: int = shapes[SENTENCE][-1]
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="embedrt-vision")
 
-    @classmethod
-    def from_artifact(cls, artifact: Artifact, plan: SessionPlan | None = None, *, variant: str | None = None,
-                      strict: bool = False) -> ImageEncoder:
-        """The encoder for ``artifact``'s ``vision`` tower (``plan`` defaults to CPU, all cores)."""
-        manifest = artifact.manifest
-        tower = manifest.towers.get("vision")
-        if tower is None or manifest.image is None:
-            raise ValueError(f"artifact {manifest.name!r} has no vision tower; it embeds text only")
-        key = variant or tower.default_variant
-        if key not in tower.variants:
-            raise ValueError(f"variant {key!r} not in the vision tower; available: {sorted(tower.variants)}")
-        with artifact.verified_graph(tower.variants[key]) as graph:
-            session = create_session(str(graph), plan or plan_providers(None, None, None), strict=strict,
-                                     custom_ops=tower.variants[key].custom_ops)
-        return cls(session, ImageSpec.from_manifest(manifest.image))
-
-    def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
-        """Run the graph on already-preprocessed float32 ``[N, 3, crop_height, crop_width]`` pixels."""
+    def run_batch(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Embed already-preprocessed float32 ``[N, 3, crop_height, crop_width]`` pixels as one batch."""
         want = (3, self.spec.crop_height, self.spec.crop_width)
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != want:
             raise ValueError(f"pixel_values must have shape [N, {', '.join(map(str, want))}], "
                              f"got {list(pixel_values.shape)}")
         return self.session.run([SENTENCE], {self.input_name: pixel_values.astype(np.float32, copy=False)})[0]
 
+    def submit(self, pixel_values: np.ndarray) -> Future[np.ndarray]:
+        """:meth:`run_batch` on the engine's thread; the future holds its result (for a batcher)."""
+        return self._pool.submit(self.run_batch, pixel_values)
+
     def encode(self, items: Sequence[Any], *, batch_size: int = 32, positions: Sequence[int] | None = None,
                name: str = "images", on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Embed images (see the module docstring for accepted inputs) into float32 ``[N, dim]``.
+        """Load, preprocess and embed images (see the module docstring) into float32 ``[N, dim]``.
 
         Images are loaded ``batch_size`` at a time, so a long list of paths never sits in memory
         decoded; ``positions``/``name`` label errors as in :func:`preprocess`; ``on_batch(n)`` is
         called after each batch.
         """
-        check_positive_int("batch_size", batch_size)
+        batch_size = check_positive_int("batch_size", batch_size)
         positions = list(positions) if positions is not None else list(range(len(items)))
         if len(positions) != len(items):
             raise ValueError(f"positions has {len(positions)} entries for {len(items)} images")
         chunks = [np.zeros((0, self.dimension), dtype=np.float32)]
         for start in range(0, len(items), batch_size):
             stop = start + batch_size
-            chunks.append(self.embed_pixels(preprocess(items[start:stop], self.spec,
-                                                       positions=positions[start:stop], name=name)))
+            chunks.append(self.run_batch(preprocess(items[start:stop], self.spec, positions=positions[start:stop],
+                                                    name=name)))
             if on_batch is not None:
                 on_batch(len(chunks[-1]))
         return np.concatenate(chunks)

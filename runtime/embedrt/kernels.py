@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-DOMAIN = "ai.embedrt"
+from .manifest import KERNELS_DOMAIN as DOMAIN
+
 _LIBRARY_STEM = "_kernels"
 ISA_ENV = "EMBEDRT_KERNELS_ISA"
 ISAS = ("avx512", "avx2", "generic")

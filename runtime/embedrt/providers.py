@@ -14,7 +14,9 @@ from typing import Any
 
 from . import kernels
 from .checks import check_positive_int
-from .isa import INT8_ROWWISE
+from .manifest import ArtifactError
+from .paths import cache_dir
+from .selection import available_cpus, bounded
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,9 @@ class SessionPlan:
 
     requested: tuple[ProviderSpec, ...]
     threads: int | None
-    device: str = "cpu"  # cpu, cuda, tensorrt, or "custom" for an explicit providers list
+    device: str = "cpu"  # cpu, cuda or tensorrt: the kind of the first requested provider
     device_id: int = 0
+    explicit: bool = False  # given as a providers list: its options are the caller's, used as they are
 
     @property
     def on_gpu(self) -> bool:
@@ -107,27 +110,41 @@ def tensorrt_options(device_id: int, graph_sha256: str, inputs: tuple[str, ...],
 
 def default_trt_cache() -> str:
     """``$EMBEDRT_TRT_CACHE``, else ``~/.cache/embedrt/trt``: engines persist across processes."""
-    return os.environ.get("EMBEDRT_TRT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "embedrt", "trt"))
+    return os.environ.get("EMBEDRT_TRT_CACHE") or str(cache_dir() / "trt")
 
 
 def plan_providers(device: str | None = None, providers: list[ProviderSpec] | None = None,
                    threads: int | None = None) -> SessionPlan:
     """Turn ``device`` ("cpu", "cuda", "cuda:1", "tensorrt", "tensorrt:1") or an explicit providers list
-    into ORT specs. TensorRT options that depend on the graph are added by :func:`specialize`."""
+    into ORT specs. TensorRT options that depend on the graph are added by :func:`specialize`.
+
+    An explicit list runs on the device of its first provider: ``[("CUDAExecutionProvider", {...})]`` is
+    a CUDA plan, so the GPU's variants are chosen for it."""
     if providers is not None and device is not None:
         raise ValueError("give either device= or providers=, not both")
     if threads is not None:
         check_positive_int("threads", threads)
     if providers is not None:
+        if isinstance(providers, (str, bytes)) or not isinstance(providers, (list, tuple)):
+            raise TypeError(f"providers must be a list of provider names or (name, options) pairs, got "
+                            f"{type(providers).__name__}")
         if not providers:
             raise ValueError("providers must not be empty")
-        return SessionPlan(tuple(providers), threads, device="custom")
-    device = (device or "cpu").lower()
-    name, _, index = device.partition(":")
+        specs = tuple(_check_provider(p, i) for i, p in enumerate(providers))
+        first = specs[0]
+        kind = next((k for k, name in _DEVICE_PROVIDERS.items() if name == _provider_name(first)), "cpu")
+        options = first[1] if isinstance(first, tuple) else {}
+        return SessionPlan(specs, threads, device=kind, device_id=int(options.get("device_id", 0)), explicit=True)
+    if device is not None and not isinstance(device, str):
+        raise TypeError(f"device must be a str such as 'cpu', 'cuda' or 'cuda:1', got {type(device).__name__} "
+                        f"{device!r}"[:200])
+    device = "cpu" if device is None else device.lower()
+    name, colon, index = device.partition(":")
     if name not in _DEVICE_PROVIDERS:
         raise ValueError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N', 'tensorrt' or 'tensorrt:N'")
-    if index and not index.isdigit():
-        raise ValueError(f"device index must be an integer in {device!r}")
+    if colon and (name == "cpu" or not index.isdigit()):
+        raise ValueError(f"device {device!r}: " + ("the CPU takes no index" if name == "cpu"
+                                                   else "the index must be a non-negative integer"))
     device_id = int(index) if index else 0
     if name == "cpu":
         return SessionPlan(("CPUExecutionProvider",), threads)
@@ -141,47 +158,43 @@ def plan_providers(device: str | None = None, providers: list[ProviderSpec] | No
 def specialize(plan: SessionPlan, graph_sha256: str, inputs: tuple[str, ...], profile: ShapeProfile,
                trt_cache: str | None = None, fp16: bool = True) -> SessionPlan:
     """Fill in the graph-dependent TensorRT options (profile, engine cache); other plans pass through."""
-    if plan.device != "tensorrt":
+    if plan.device != "tensorrt" or plan.explicit:
         return plan
     trt = ("TensorrtExecutionProvider",
            tensorrt_options(plan.device_id, graph_sha256, inputs, profile, trt_cache or default_trt_cache(), fp16))
-    return SessionPlan((trt, *plan.requested[1:]), plan.threads, plan.device, plan.device_id)
+    return replace(plan, requested=(trt, *plan.requested[1:]))
 
 
 def _provider_name(spec: ProviderSpec) -> str:
     return spec if isinstance(spec, str) else spec[0]
 
 
-def default_threads() -> int:
-    """Intra-op threads: the cores this process may use (cgroup/affinity aware where the OS says)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+def _check_provider(spec: Any, index: int) -> ProviderSpec:
+    if isinstance(spec, str) and spec:
+        return spec
+    if (isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str)
+            and isinstance(spec[1], dict)):
+        return (spec[0], dict(spec[1]))
+    raise TypeError(f"providers[{index}] must be a provider name or a (name, options dict) pair, got "
+                    f"{type(spec).__name__} {spec!r}"[:200])
 
-
-# Graph variants that run faster as two batches at once, each on half the threads, than as one batch
-# on all of them: int8_rowwise's many small quantize/rescale ops each fork and join across the
-# intra-op pool. Measured on 2 cores (benchmarks/cpu.py --workers 1,2, same run): MiniLM-L6 1.057x,
-# mpnet-base 1.01-1.41x (the larger gain in one of the VM's slow phases); fp32 graphs 0.98-1.06x and
-# dynamic int8 1.00x, so those keep one batch at a time and its lower one-text latency.
-# int8_rowwise_fused does those steps in embedrt's kernels, which split rows over the session's
-# threads themselves: one batch at a time read 895 and 905 sentences/s against 861 and 888 with two
-# (MiniLM-L6, two benchmarks/cpu.py --workers 1,2 runs), so it keeps the lower latency of one.
-CPU_CONCURRENT_VARIANTS = {INT8_ROWWISE: 2}
 
 _shared_threads: int | None = None  # set by share_cpu_threads: this process's one CPU pool
+
+
+def shared_cpu_threads() -> int | None:
+    """The size of this process's shared CPU pool (:func:`share_cpu_threads`), or ``None``."""
+    return _shared_threads
 
 
 def share_cpu_threads(threads: int | None = None) -> int:
     """Run every CPU session embedrt creates from now on, in this process, on one ONNX Runtime thread pool.
 
     Each session otherwise has a pool of its own, whose workers keep spinning after a run and take the
-    cores from the next session's run. Two all-MiniLM-L6-v2 models taking turns on 2 cores (32 fortunes
-    per call) ran at 291 sentences/s on their own pools and 407 on a shared one (fp32_fused; one model
-    alone: 408), int8_rowwise_fused at 535 and 925 (alone: 962); one model alone ran 0.96-1.03x its own
-    pool's speed. So call this in a process that holds several models (or CLIP's two towers), before
-    loading them; models loaded earlier keep their own pools. A shared pool runs one batch at a time
+    cores from the next session's run (two models taking turns lose much of their speed to each other;
+    one model alone runs as fast on either: benchmarks/README.md, "several sessions in one process").
+    So call this in a process that holds several models (or CLIP's two towers), before loading them;
+    models loaded earlier keep their own pools. A shared pool runs one batch at a time
     per call (``workers`` 1 unless asked) and ignores a model's ``threads``, saying so.
 
     Args:
@@ -195,8 +208,8 @@ def share_cpu_threads(threads: int | None = None) -> int:
             has one global pool per process.
     """
     global _shared_threads
-    size = default_threads() if threads is None else threads
-    check_positive_int("threads", size)
+    size = available_cpus() if threads is None else bounded("threads", check_positive_int("threads", threads),
+                                                             available_cpus())
     if _shared_threads is not None and size != _shared_threads:
         raise ValueError(f"share_cpu_threads: this process already shares a pool of {_shared_threads} threads; "
                          f"it cannot become {size}")
@@ -204,31 +217,6 @@ def share_cpu_threads(threads: int | None = None) -> int:
         import_onnxruntime().set_global_thread_pool_sizes(size, 1)
         _shared_threads = size
     return size
-
-
-def split_threads(plan: SessionPlan, workers: int | None = None,
-                  variant: str | None = None) -> tuple[SessionPlan, int]:
-    """How a text engine spends ``plan``'s threads: ``(plan for its session, workers)``.
-
-    On CPU, ``workers`` batches run at once, each with ``threads // workers`` intra-op threads; see
-    :mod:`embedrt.engine` for what more workers buy and cost. Without ``workers``: 1, or
-    :data:`CPU_CONCURRENT_VARIANTS`'s count for ``variant`` when there are threads for it. A GPU plan
-    runs one batch at a time with the plan's threads; under :func:`share_cpu_threads`, the shared
-    pool's size and one worker unless asked.
-    """
-    if workers is not None:
-        check_positive_int("workers", workers)
-    if plan.on_gpu:
-        return plan, 1
-    if _shared_threads is not None:
-        if plan.threads not in (None, _shared_threads):
-            logger.warning("threads=%d ignored: this process's CPU sessions share one pool of %d threads "
-                           "(embedrt.share_cpu_threads)", plan.threads, _shared_threads)
-        return replace(plan, threads=_shared_threads), workers or 1
-    threads = plan.threads or default_threads()
-    if workers is None:
-        workers = min(CPU_CONCURRENT_VARIANTS.get(variant or "", 1), threads)
-    return replace(plan, threads=max(1, threads // workers)), workers
 
 
 def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False,
@@ -262,7 +250,7 @@ def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False,
     if _shared_threads is not None and not plan.on_gpu:
         options.use_per_session_threads = False  # thread counts are the shared pool's
     else:
-        options.intra_op_num_threads = plan.threads or default_threads()
+        options.intra_op_num_threads = plan.threads or available_cpus()
         options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Sequence lengths change every batch: memory patterns planned for one shape are wasted on the
@@ -270,8 +258,12 @@ def create_session(model_path: str, plan: SessionPlan, *, strict: bool = False,
     options.enable_mem_pattern = False
     options.log_severity_level = 3
     kernels.register(options, custom_ops)
-    session = ort.InferenceSession(model_path, sess_options=options, providers=usable,
-                                   disabled_optimizers=[] if plan.on_gpu else list(CPU_DISABLED_OPTIMIZERS))
+    try:
+        session = ort.InferenceSession(model_path, sess_options=options, providers=usable,
+                                       disabled_optimizers=[] if plan.on_gpu else list(CPU_DISABLED_OPTIMIZERS))
+    except RuntimeError as exc:  # ORT's Fail / InvalidGraph / NotImplemented all derive from it
+        raise ArtifactError(f"{model_path}: ONNX Runtime cannot load this graph "
+                            f"({type(exc).__name__}: {str(exc)[:300]})") from exc
     active = session.get_providers()
     if first not in active:
         message = f"requested {first} but ONNX Runtime activated {active}"

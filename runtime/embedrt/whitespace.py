@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .manifest import ArtifactError
-from .tokenization import Encoded
+from .types import Encoded
 
 FORMAT = "embedrt.whitespace_tokenizer/1"
 
