@@ -2,7 +2,7 @@
 
 After :func:`embedrt_export.rowwise.rewrite` with ``kernels=True`` every quantized MatMul ends in an
 ``ai.embedrt.RowDequantize``. Two patterns that follow it become one kernel that finishes the row
-while it is in cache (``runtime/kernels/rowwise_ops.cc``):
+while it is in cache (``runtime/kernels/quantize_ops.h``):
 
 * ``RowDequantize → Add(residual) → LayerNormalization`` over the last axis →
   ``RowDequantizeAddLayerNorm``: the attention and feed-forward outputs of a BERT-style layer;

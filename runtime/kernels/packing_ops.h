@@ -1,0 +1,72 @@
+// PackRows and UnpackRows: padded (batch, length, hidden) rows to packed (1, tokens, hidden) rows, the
+// real tokens only, and back. A part of kernels.cc (see there).
+#pragma once
+
+#include "op_support.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace {
+
+// Each item's token count, and their sum, from a right-padded (batch, length) attention mask of ones and zeros.
+Ort::Status MaskLengths(const std::string& op, const Tensor<int64_t>& mask, std::vector<int64_t>& lengths,
+                        int64_t& tokens) {
+  const auto s = mask.Shape();
+  if (s.size() != 2) return Invalid(op, "attention_mask must be (batch, length)");
+  const int64_t* m = mask.Data();
+  lengths.assign(static_cast<size_t>(s[0]), 0);
+  tokens = 0;
+  for (int64_t b = 0; b < s[0]; ++b) {
+    const int64_t* row = m + b * s[1];
+    int64_t n = 0;
+    while (n < s[1] && row[n] == 1) ++n;
+    for (int64_t j = n; j < s[1]; ++j)
+      if (row[j] != 0)
+        return Invalid(op, "attention_mask row " + std::to_string(b) +
+                           " is not right-padded ones then zeros; this graph runs on packed rows and needs that");
+    lengths[b] = n;
+    tokens += n;
+  }
+  return Ort::Status(nullptr);
+}
+
+Ort::Status PackRows(const Tensor<float>& x, const Tensor<int64_t>& mask, Tensor<float>& packed_out,
+                     Tensor<int64_t>& lengths_out) {
+  const std::string op = "PackRows";
+  const auto s = x.Shape();
+  if (s.size() != 3 || mask.Shape() != std::vector<int64_t>{s[0], s[1]})
+    return Invalid(op, "x must be (batch, length, hidden) and attention_mask (batch, length)");
+  std::vector<int64_t> lengths;
+  int64_t tokens = 0;
+  if (auto status = MaskLengths(op, mask, lengths, tokens); !status.IsOK()) return status;
+  float* y = packed_out.Allocate({1, tokens, s[2]});
+  std::copy(lengths.begin(), lengths.end(), lengths_out.Allocate({s[0]}));
+  for (int64_t b = 0; b < s[0]; ++b) y = std::copy_n(x.Data() + b * s[1] * s[2], lengths[b] * s[2], y);
+  return Ort::Status(nullptr);
+}
+
+Ort::Status UnpackRows(const Tensor<float>& packed, const Tensor<int64_t>& mask, Tensor<float>& x_out) {
+  const std::string op = "UnpackRows";
+  const auto s = packed.Shape();
+  const auto ms = mask.Shape();
+  if (s.size() != 3 || s[0] != 1 || ms.size() != 2) return Invalid(op, "packed must be (1, tokens, hidden) and attention_mask (batch, length)");
+  std::vector<int64_t> lengths;
+  int64_t tokens = 0;
+  if (auto status = MaskLengths(op, mask, lengths, tokens); !status.IsOK()) return status;
+  if (tokens != s[1])
+    return Invalid(op, "attention_mask has " + std::to_string(tokens) + " tokens but packed has " + std::to_string(s[1]) + " rows");
+  float* x = x_out.Allocate({ms[0], ms[1], s[2]});
+  const float* from = packed.Data();
+  for (int64_t b = 0; b < ms[0]; ++b) {
+    float* row = x + b * ms[1] * s[2];
+    std::copy_n(from, lengths[b] * s[2], row);
+    from += lengths[b] * s[2];
+    std::fill(row + lengths[b] * s[2], row + ms[1] * s[2], 0.0f);
+  }
+  return Ort::Status(nullptr);
+}
+
+}  // namespace
