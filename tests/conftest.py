@@ -14,8 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The adversarial suite's sizes: `full` (the default) runs over 5,000 generated cases in all; the fast tier
+# (`pytest tests/fast --hypothesis-profile=fast`) a few hundred. Registered here, before hypothesis reads
+# --hypothesis-profile.
+_FUZZ = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+         "derandomize": True}
+settings.register_profile("full", max_examples=1200, **_FUZZ)
+settings.register_profile("fast", max_examples=60, **_FUZZ)
+settings.load_profile("full")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,6 +17,7 @@ from .artifact import Artifact, open_artifact
 from .checks import check_positive_int
 from .engine import Engine, EngineInfo, default_buckets
 from .isa import detect_isa
+from .manifest import MANIFEST_NAME, ArtifactError
 from .providers import (
     ProviderSpec,
     SessionPlan,
@@ -27,6 +28,7 @@ from .providers import (
     specialize,
 )
 from .selection import CPU_MAX_BATCH_TOKENS, GPU_MAX_BATCH_TOKENS, Choice, choose_variant, cpu_threads
+from .types import SENTENCE
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,14 @@ def _threads(plan: SessionPlan, variant: str, threads: int | None, workers: int 
                            "(embedrt.share_cpu_threads)", threads, shared)
         return shared, workers or 1
     return cpu_threads(variant, threads, workers)
+
+
+def _check_dimension(session: Any, dimension: int, file: str) -> None:
+    shapes = {o.name: o.shape for o in session.get_outputs()}
+    width = (shapes.get(SENTENCE) or [None])[-1]
+    if SENTENCE not in shapes or (isinstance(width, int) and width != dimension):
+        raise ArtifactError(f"{file}: its {SENTENCE!r} output is {shapes.get(SENTENCE)}, but {MANIFEST_NAME} "
+                            f"says embedding_dimension {dimension}")
 
 
 def _choose(artifact: Artifact, tower: str, plan: SessionPlan, variant: str | None) -> Choice:
@@ -106,6 +116,7 @@ def load_engine(artifact: str | os.PathLike[str] | Artifact, *, tower: str = "te
         plan = specialize(plan, manifest.files[graph.file].sha256, graph.inputs, profile, trt_cache_dir)
     with artifact.verified_graph(graph) as graph_path:
         session = create_session(str(graph_path), plan, strict=strict, custom_ops=graph.custom_ops)
+    _check_dimension(session, manifest.embedding_dimension, graph.file)
     active = session.get_providers()[0]
     on_gpu = active in _GPU_PROVIDERS
     info = EngineInfo(

@@ -186,8 +186,6 @@ class Manifest:
         if spec.model_max_length is not None and spec.max_seq_length > spec.model_max_length:
             fail(f"tokenizer.max_seq_length {spec.max_seq_length} exceeds tokenizer.model_max_length "
                  f"{spec.model_max_length}, the model's position limit")
-        if "text" not in self.towers:
-            fail("towers has no 'text' tower")
         if ("vision" in self.towers) != (self.image is not None) or ("vision" in self.towers) != (
                 "image" in self.input_kinds):
             fail("a 'vision' tower, an 'image' spec and the 'image' input kind go together")

@@ -84,7 +84,7 @@ MANIFEST_SCHEMA: dict[str, Any] = _record({
         "pad_token_id": _TOKEN_ID,
         "model_max_length": {"oneOf": [{"type": "null"}, _SEQ]},
     }),
-    "towers": {"type": "object", "propertyNames": {"enum": list(TOWERS)}, "minProperties": 1,
+    "towers": {"type": "object", "propertyNames": {"enum": list(TOWERS)}, "required": ["text"],
                "additionalProperties": _record({
                    "variants": {"type": "object", "propertyNames": {"enum": list(VARIANTS)}, "minProperties": 1,
                                 "additionalProperties": _VARIANT},
