@@ -127,7 +127,7 @@ def _export(module: Any, args: tuple[Any, ...], input_names: tuple[str, ...], dy
         torch.onnx.export(module.eval(), args, buffer, input_names=list(input_names), output_names=list(OUTPUTS),
                           dynamic_axes={**dynamic, OUTPUTS[0]: {0: "batch"}}, opset_version=graph.OPSET,
                           do_constant_folding=True, dynamo=False)
-    return simplify(buffer.getvalue())[0]
+    return graph.batch_invariant(simplify(buffer.getvalue())[0])
 
 
 def export_towers(model: Any, spec: ImageSpec) -> tuple[bytes, bytes]:

@@ -62,7 +62,8 @@ def _eager_attention(model: Any) -> Iterator[None]:
 def export_text_graph(model: Any) -> TextGraph:
     """Export ``model`` with dynamic batch and sequence axes; outputs sentence and token embeddings.
 
-    The trace is simplified (:func:`embedrt_export.simplify.simplify`) before it is returned.
+    The trace is simplified (:func:`embedrt_export.simplify.simplify`) and its pooling sums made
+    batch-invariant (:func:`batch_invariant`) before it is returned.
     """
     import torch
 
@@ -94,7 +95,17 @@ def export_text_graph(model: Any) -> TextGraph:
                           output_names=list(OUTPUTS), dynamic_axes=dynamic, opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
     onnx_bytes, _ = simplify(buffer.getvalue())
-    return TextGraph(onnx_bytes=onnx_bytes, inputs=inputs, outputs=OUTPUTS, opset=OPSET)
+    return TextGraph(onnx_bytes=batch_invariant(onnx_bytes), inputs=inputs, outputs=OUTPUTS, opset=OPSET)
+
+
+def batch_invariant(onnx_bytes: bytes) -> bytes:
+    """The graph with its sums over the sequence made independent of the batch (:mod:`embedrt_export.invariance`)."""
+    import onnx
+
+    from .invariance import sequential_sums
+
+    model = onnx.load_from_string(onnx_bytes)
+    return model.SerializeToString() if sequential_sums(model) else onnx_bytes
 
 
 CALIBRATION_TEXTS = 256

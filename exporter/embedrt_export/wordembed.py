@@ -78,11 +78,20 @@ class _Graph:
         return name
 
 
+def _sequence_sum(g: _Graph, x: str) -> str:
+    """Sum of [batch, seq, dim] over seq, position after position (:mod:`embedrt_export.invariance`: a sum
+    that does not depend on the batch)."""
+    axis1 = g.const([1], "axis1", np.int64)
+    running = g.op("CumSum", x, g.const(1, "axis", np.int64))
+    last = g.op("Slice", running, g.const([-1], "last", np.int64), g.const([2 ** 62], "end", np.int64), axis1)
+    return g.op("Squeeze", last, axis1)
+
+
 def _pool(g: _Graph, mode: str, tokens: str, mask3: str, mask_ids: str) -> str:
     """One ``Pooling._forward_padded`` mode over right-padded [batch, seq, dim] tokens."""
     axis1 = g.const([1], "axis1", np.int64)
     if mode in ("mean", "mean_sqrt_len_tokens"):
-        total = g.op("ReduceSum", g.op("Mul", tokens, mask3), axis1, keepdims=0)
+        total = _sequence_sum(g, g.op("Mul", tokens, mask3))
         count = g.op("Max", g.op("ReduceSum", mask3, axis1, keepdims=0), g.const(1e-9, "eps"))
         return g.op("Div", total, count if mode == "mean" else g.op("Sqrt", count))
     if mode == "max":
@@ -96,7 +105,7 @@ def _pool(g: _Graph, mode: str, tokens: str, mask3: str, mask_ids: str) -> str:
         stop = g.op("Add", g.op("Cast", seq, to=TensorProto.FLOAT), g.const(1.0, "one_f"))
         positions = g.op("Range", g.const(1.0, "start"), stop, g.const(1.0, "delta"))
         weights = g.op("Mul", mask3, g.op("Reshape", positions, g.const([1, -1, 1], "shape", np.int64)))
-        total = g.op("ReduceSum", g.op("Mul", tokens, weights), axis1, keepdims=0)
+        total = _sequence_sum(g, g.op("Mul", tokens, weights))
         count = g.op("Max", g.op("ReduceSum", weights, axis1, keepdims=0), g.const(1e-9, "eps"))
         return g.op("Div", total, count)
     if mode == "lasttoken":

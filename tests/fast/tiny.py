@@ -40,15 +40,30 @@ def tokenizer_json() -> str:
     return tok.to_str()
 
 
-def graph(vocab_size: int, seed: int = 0) -> bytes:
-    """input_ids, attention_mask, token_type_ids -> token_embeddings (Gather), sentence_embedding (masked mean)."""
-    table = np.random.default_rng(seed).normal(size=(vocab_size, DIM)).astype(np.float32)
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["token_embeddings"]),
+def graph(vocab_size: int, seed: int = 0, layers: int = 0) -> bytes:
+    """input_ids, attention_mask, token_type_ids -> token_embeddings (Gather, then ``layers`` wide ReLU
+    layers that make each token cost ~1 MFLOP: a model slow enough to keep a server busy), sentence_embedding
+    (masked mean)."""
+    rng = np.random.default_rng(seed)
+    table = rng.normal(size=(vocab_size, DIM)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["token_embeddings" if not layers else "h0"])]
+    weights = []
+    for i in range(layers):
+        up, down = f"up{i}", f"down{i}"
+        weights += [numpy_helper.from_array(rng.normal(size=(DIM, 4096)).astype(np.float32) / 8, up),
+                    numpy_helper.from_array(rng.normal(size=(4096, DIM)).astype(np.float32) / 64, down)]
+        last = f"h{i + 1}" if i + 1 < layers else "token_embeddings"
+        nodes += [helper.make_node("MatMul", [f"h{i}", up], [f"wide{i}"]),
+                  helper.make_node("Relu", [f"wide{i}"], [f"act{i}"]),
+                  helper.make_node("MatMul", [f"act{i}", down], [last])]
+    nodes += [
         helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["mask_f", "axis2"], ["mask3"]),
         helper.make_node("Mul", ["token_embeddings", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+        # The sum over the sequence position after position, as the exporter writes it (batch-invariant).
+        helper.make_node("CumSum", ["masked", "axis"], ["running"]),
+        helper.make_node("Slice", ["running", "last", "end", "axis1"], ["summed3"]),
+        helper.make_node("Squeeze", ["summed3", "axis1"], ["summed"]),
         helper.make_node("ReduceSum", ["mask_f", "axis1"], ["count"], keepdims=1),
         helper.make_node("Max", ["count", "one"], ["safe_count"]),
         helper.make_node("Div", ["summed", "safe_count"], ["sentence_embedding"]),
@@ -59,8 +74,12 @@ def graph(vocab_size: int, seed: int = 0) -> bytes:
               for n in ("input_ids", "attention_mask", "token_type_ids")]
     outputs = [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", DIM]),
                helper.make_tensor_value_info("token_embeddings", TensorProto.FLOAT, ["batch", "sequence", DIM])]
-    inits = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+    inits = [*weights, numpy_helper.from_array(table, "table"),
+             numpy_helper.from_array(np.array([2], np.int64), "axis2"),
              numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array(1, np.int64), "axis"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             numpy_helper.from_array(np.array([2 ** 62], np.int64), "end"),
              numpy_helper.from_array(np.array([1.0], np.float32), "one")]
     model = helper.make_model(helper.make_graph(nodes, "tiny", inputs, outputs, inits),
                               opset_imports=[helper.make_opsetid("", 17)])
@@ -70,11 +89,11 @@ def graph(vocab_size: int, seed: int = 0) -> bytes:
 
 
 def build(out: Path, *, name: str = "tiny", prompts: dict[str, str] | None = None, pairs: bool = False,
-          similarity: str = "cosine") -> Path:
-    """Write the tiny artifact folder at ``out`` and return it."""
+          similarity: str = "cosine", layers: int = 0) -> Path:
+    """Write the tiny artifact folder at ``out`` and return it (``layers``: see :func:`graph`)."""
     tok = tokenizer_json()
     vocab_size = Tokenizer.from_str(tok).get_vocab_size()
-    files = {"text/model.onnx": graph(vocab_size), "tokenizer.json": tok.encode("utf-8")}
+    files = {"text/model.onnx": graph(vocab_size, layers=layers), "tokenizer.json": tok.encode("utf-8")}
     for rel, data in files.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_bytes(data)
