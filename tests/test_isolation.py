@@ -60,7 +60,11 @@ def test_built_wheel_base_requirements_have_no_torch(tmp_path):
     wheel = next(tmp_path.glob("embedrt-*.whl"))
     with zipfile.ZipFile(wheel) as zf:
         # The kernel library is built into the wheel, beside the package it is loaded from.
-        assert any(n.startswith("embedrt/_kernels") and n.endswith((".so", ".pyd")) for n in zf.namelist())
+        names = zf.namelist()
+        assert any(n.startswith("embedrt/_kernels") and n.endswith((".so", ".pyd")) for n in names)
+        # Every subpackage ships; the dev tooling and the test twins do not.
+        assert {"embedrt/serve/app.py", "embedrt/serve/batcher.py", "embedrt_export/export.py"} <= set(names)
+        assert not any("twins" in n or n.startswith("embedrt_dev/") for n in names), names
         meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         meta = Parser().parsestr(zf.read(meta_name).decode())
     requires = meta.get_all("Requires-Dist") or []

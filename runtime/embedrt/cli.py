@@ -141,6 +141,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "benchmarks.cpu", args.artifact, *args.bench_args], cwd=root)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        server = importlib.import_module("embedrt.serve.server")
+    except ImportError as exc:
+        raise CLIError(f"embedrt serve needs the serve extra: pip install 'embedrt[serve]' [{exc}]") from exc
+    return int(server.run(args))
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -185,6 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="artifact folder or model name")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for benchmarks/cpu.py, e.g. --quick --out DIR")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("serve", help="an OpenAI- and TEI-compatible embedding server (needs [serve])")
+    p.add_argument("models", nargs="+", metavar="ARTIFACT_OR_NAME", help="artifact folders or names to serve")
+    p.add_argument("--name", action="append", help="the name clients use for the model (default: the manifest's); "
+                   "once per model, in order")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (also $EMBEDRT_API_KEY); /health, /ready "
+                   "and /metrics stay open")
+    p.add_argument("--cors-allow-origin", action="append", help="allow browser calls from this origin (default: none)")
+    p.add_argument("--device", help="cpu (default), cuda, cuda:N or tensorrt")
+    p.add_argument("--variant", help="graph variant (default: the fastest that runs here)")
+    p.add_argument("--threads", type=_positive, help="CPU threads in all (default: every core this process may use)")
+    p.add_argument("--workers", type=_positive, help="CPU batches at once (default: the variant's rule)")
+    p.add_argument("--max-queue-tokens", type=_positive, default=65536,
+                   help="tokens a model's queue holds; past it, requests get 429 + Retry-After (default 65536)")
+    p.add_argument("--max-inputs", type=_positive, default=2048, help="inputs per request (413 past it)")
+    p.add_argument("--max-body-mb", type=float, default=16.0, help="request body size (413 past it)")
+    p.add_argument("--allow-image-url-host", action="append", help="CLIP: fetch image URLs on this host (default: "
+                   "none; data URIs only), at most 10 MB in 5 s")
+    p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for work in flight")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="info writes one JSON access-log line per request to stdout")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("info", help="an artifact's facts, its digest, and the variant this machine would run")
     p.add_argument("artifact")

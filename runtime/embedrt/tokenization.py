@@ -25,9 +25,9 @@ class HFTokenizer:
     def __init__(self, tokenizer_json: str, max_seq_length: int, pad_token_id: int,
                  model_max_length: int | None = None) -> None:
         self._tokenizer = Tokenizer.from_str(tokenizer_json)
-        if pad_token_id >= self._tokenizer.get_vocab_size(with_added_tokens=True):
+        if pad_token_id >= self.vocab_size:
             raise ArtifactError(f"{MANIFEST_NAME}: tokenizer.pad_token_id {pad_token_id} is outside the "
-                                f"vocabulary ({self._tokenizer.get_vocab_size(with_added_tokens=True)} tokens)")
+                                f"vocabulary ({self.vocab_size} tokens)")
         self._splits_on_spaces = (_splits_on_spaces(_component(self._tokenizer.pre_tokenizer))
                                   and _keeps_spaces(_component(self._tokenizer.normalizer)))
         self._tokenizer.no_padding()
@@ -50,6 +50,16 @@ class HFTokenizer:
             )
         self._tokenizer.enable_truncation(max_length=value, strategy="longest_first")
         self._max_seq_length = value
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids run from 0 to this, exclusive (added tokens included)."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    def tokens(self, texts: Sequence[TextInput]) -> list[list[tuple[int, str, bool]]]:
+        """Each text's ``(id, token, special)``, truncated as :meth:`encode` truncates."""
+        return [[(i, t, bool(s)) for i, t, s in zip(e.ids, e.tokens, e.special_tokens_mask)]
+                for e in self._tokenizer.encode_batch(list(texts))]
 
     def encode(self, texts: Sequence[TextInput]) -> Encoded:
         """Tokenize texts (or ``(text, text_pair)`` tuples) without padding.

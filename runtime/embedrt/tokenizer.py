@@ -19,6 +19,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .artifact import Artifact, open_artifact
 from .manifest import ArtifactError, TokenizerSpec
 from .types import Encoded, TextInput, TokenizerBackend
@@ -111,6 +113,34 @@ class Tokenizer:
                 raise TypeError(f"{label} must be a str{' or a [title, text] pair' if self.pairs else ''}, got "
                                 f"{_describe(item)}")
         return out
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to this, exclusive."""
+        return self.backend.vocab_size
+
+    def from_ids(self, rows: Sequence[Sequence[int]], *, name: str = "sentences",
+                 positions: Sequence[int] | None = None) -> Encoded:
+        """Inputs given as token ids (as :meth:`tokens` or another client's tokenizer made them), used as
+        they are: each id checked against the vocabulary, each row cut at :attr:`max_seq_length`."""
+        vocab, limit = self.vocab_size, self.max_seq_length
+        ids, truncated = [], []
+        for k, row in enumerate(rows):
+            label = f"{name}[{positions[k] if positions is not None else k}]"
+            array = np.asarray(row)
+            if array.ndim != 1 or not len(array) or array.dtype.kind not in "iu":
+                raise ValueError(f"{label} must be a non-empty list of integer token ids")
+            bad = np.flatnonzero((array < 0) | (array >= vocab))
+            if len(bad):
+                raise ValueError(f"{label}[{bad[0]}] = {array[bad[0]]} is not a token id of this model "
+                                 f"(0 to {vocab - 1})")
+            ids.append(array[:limit].astype(np.int64))
+            truncated.append(len(array) > limit)
+        return Encoded(ids=ids, type_ids=[np.zeros_like(x) for x in ids], truncated=np.asarray(truncated, dtype=bool))
+
+    def tokens(self, texts: Sequence[Any], *, name: str = "sentences") -> list[list[tuple[int, str, bool]]]:
+        """Each text's ``(id, token, special)``, checked and truncated as :meth:`encode` does."""
+        return self.backend.tokens(self.check(texts, name=name))
 
     def encode_checked(self, checked: Sequence[TextInput]) -> Encoded:
         """Token ids of inputs already passed through :meth:`check`."""

@@ -62,6 +62,15 @@ class TokenizerBackend(Protocol):
     pad_token_id: int
     max_seq_length: int
 
+    @property
+    def vocab_size(self) -> int:
+        """Ids run from 0 to this, exclusive."""
+        ...
+
     def encode(self, texts: Sequence[TextInput]) -> Encoded:
         """Token ids of ``texts``, truncated at ``max_seq_length``, unpadded."""
+        ...
+
+    def tokens(self, texts: Sequence[TextInput]) -> list[list[tuple[int, str, bool]]]:
+        """Each text's ``(id, token, special)`` as :meth:`encode` truncates them."""
         ...

@@ -110,13 +110,24 @@ class WhitespaceTokenizer:
 
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Truncated word ids of each text, unpadded; ``type_ids`` are zeros (the graph takes none)."""
-        ids = []
+        ids, truncated = [], []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] must be a str (word-embedding models take no text pairs), "
                                 f"got {type(text).__name__}")
-            ids.append(np.asarray(self.tokenize(text)[:self._max_seq_length], dtype=np.int64))
-        return Encoded(ids=ids, type_ids=[np.zeros_like(x) for x in ids])
+            words = self.tokenize(text)
+            ids.append(np.asarray(words[:self._max_seq_length], dtype=np.int64))
+            truncated.append(len(words) > self._max_seq_length)
+        return Encoded(ids=ids, type_ids=[np.zeros_like(x) for x in ids], truncated=np.asarray(truncated, dtype=bool))
+
+    @property
+    def vocab_size(self) -> int:
+        """Ids run from 0 to this, exclusive."""
+        return len(self.vocab)
+
+    def tokens(self, texts: Sequence[str]) -> list[list[tuple[int, str, bool]]]:
+        """Each text's ``(id, word, special)`` as :meth:`encode` sees them (no word is special here)."""
+        return [[(int(i), self.vocab[i], False) for i in ids] for ids in self.encode(texts).ids]
 
 
 def _string_list(config: dict[str, Any], key: str, origin: str) -> list[str]:
