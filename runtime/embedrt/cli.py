@@ -149,6 +149,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return int(server.run(args))
 
 
+def _cmd_embed_corpus(args: argparse.Namespace) -> int:
+    try:
+        corpus = importlib.import_module("embedrt.ray.corpus")
+    except ImportError as exc:
+        raise CLIError(f"embedrt embed-corpus needs the ray extra: pip install 'embedrt[ray]' [{exc}]") from exc
+    texts = args.text_column.split(",")
+    corpus.embed_corpus(args.input, args.output, args.model, address=args.address,
+                        text_column=texts[0] if len(texts) == 1 else texts, id_column=args.id_column,
+                        input_format=args.format, rows_per_part=args.rows_per_part, actors=args.actors,
+                        cpus_per_actor=args.cpus_per_actor, variant=args.variant, normalize=args.normalize,
+                        progress=not args.quiet, log=lambda line: print(line, file=sys.stderr))
+    return 0
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -217,6 +231,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="info writes one JSON access-log line per request to stdout")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("embed-corpus", help="embed a corpus into Parquet on a Ray cluster (needs [ray])")
+    p.add_argument("input", help="Parquet, JSON lines or text files: a file or a folder, any path pyarrow's "
+                   "filesystems read (local, s3://, gs://, hdfs://)")
+    p.add_argument("output", help="folder of Parquet parts to write (a resumed job skips the parts it holds)")
+    p.add_argument("--model", required=True, help="artifact folder (reachable from every node) or name")
+    p.add_argument("--address", help="join this Ray cluster (default: start one on this machine)")
+    p.add_argument("--text-column", default="text", help="the text field; 'title,text' for pair models")
+    p.add_argument("--id-column", help="the id field (default: <file>:<row>)")
+    p.add_argument("--format", choices=["parquet", "jsonl", "text"], help="default: from each file's suffix")
+    p.add_argument("--rows-per-part", type=_positive, default=8192, help="rows per task and per output file")
+    p.add_argument("--actors", type=_positive, help="engines in the pool (default: the cluster's CPUs / "
+                   "--cpus-per-actor)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs, so ONNX Runtime threads, per actor")
+    p.add_argument("--variant", help="graph variant for every actor (default: the fastest that runs here)")
+    p.add_argument("--normalize", action="store_true", help="L2-normalize the embeddings")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_embed_corpus)
 
     p = sub.add_parser("info", help="an artifact's facts, its digest, and the variant this machine would run")
     p.add_argument("artifact")

@@ -114,6 +114,11 @@ def _from_array(array: np.ndarray, label: str) -> Any:
     return _pil().fromarray(np.ascontiguousarray(array))
 
 
+def load_image_bytes(data: bytes, label: str = "image") -> Any:
+    """An image file's contents (PNG, JPEG, ...) as a PIL image, EXIF-rotated, RGB, like a path."""
+    return _open(io.BytesIO(data), label)
+
+
 def load_image(item: Any, label: str = "image") -> Any:
     """Turn one input (see the module docstring) into a PIL image; ``label`` names it in errors."""
     if _is_pil_image(item):
