@@ -28,7 +28,6 @@ Writes ``<out>/providers.md`` (also printed), ``<out>/providers.json`` (every ra
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -65,14 +64,10 @@ ISA_FLAGS = {"avx512_vnni": ("avx512_vnni",), "avx512": ("avx512f", "avx512bw"),
 
 
 def load_fetcher() -> Any:
-    """``scripts/fetch_models.py`` as a module (stdlib only), for its cache path helpers."""
-    if "fetch_models" in sys.modules:
-        return sys.modules["fetch_models"]
-    spec = importlib.util.spec_from_file_location("fetch_models", ROOT / "scripts" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fetch_models"] = module
-    spec.loader.exec_module(module)
-    return module
+    """The fetch tools' path helpers (``embedrt_dev.fetch.items``)."""
+    from embedrt_dev.fetch import items
+
+    return items
 
 
 def default_corpus() -> Path:

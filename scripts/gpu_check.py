@@ -203,7 +203,8 @@ def check_prerequisites(run: Run) -> tuple[list[str], dict[str, Path], str | Non
         run.log("matplotlib missing: benchmarks run with --no-plot (no providers.png)")
         run.record["no_plot"] = True
 
-    fetcher = load_module("fetch_models", ROOT / "scripts" / "fetch_models.py")
+    from embedrt_dev.fetch import items as fetcher
+
     corpus = args.corpus or fetcher.corpus_path("fortunes")
     if not corpus.is_file():
         missing.append(f"corpus {corpus} missing: carry ~/.cache/embedrt/corpora/fortunes.jsonl (18 MB) and pass "

@@ -18,9 +18,9 @@ from pathlib import Path
 import embedrt
 import numpy as np
 import pytest
-from conftest import fetcher
 from embedrt import images
 from embedrt.manifest import ArtifactError, ImageSpec, Manifest
+from embedrt_dev.fetch.items import asset_dir
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,7 +43,7 @@ TEXTS = [
 
 @pytest.fixture(scope="session")
 def clip_assets() -> Path:
-    path = fetcher.asset_dir() / "clip"
+    path = asset_dir() / "clip"
     for name in ("bpe_simple_vocab_16e6.txt.gz", "franz-kafka.jpg", "expected_preprocessed_image.npy"):
         if not (path / name).is_file():
             pytest.fail(f"{path / name} missing: run `python scripts/fetch_models.py tokenizers` first", pytrace=False)
@@ -345,6 +345,7 @@ def test_both_towers_run_where_the_torch_stack_cannot_be_imported(clip_artifact,
         sys.meta_path.insert(0, Block())
         import embedrt
         from embedrt import images
+from embedrt_dev.fetch.items import asset_dir
         model = embedrt.SentenceTransformer({str(clip_artifact[0])!r})
         encoder = embedrt.load_engine(model.artifact, tower="vision")
         print(model.encode(["a caption"]).shape, encoder.encode([{str(clip_assets / "franz-kafka.jpg")!r}]).shape)
