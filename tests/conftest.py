@@ -85,7 +85,7 @@ def reference_model(model_path):
 @pytest.fixture(scope="session")
 def twin_assets():
     """Real tokenizer assets for the random-weight twins."""
-    from embedrt_export import twins
+    from embedrt_dev import twins
 
     return twins.default_assets(items.cache_dir())
 

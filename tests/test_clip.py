@@ -68,7 +68,7 @@ def hf_processor():
 
 @pytest.fixture(scope="session")
 def clip_twin(tmp_path_factory, clip_assets) -> Path:
-    from embedrt_export import twins
+    from embedrt_dev import twins
 
     return twins.build_clip_twin(tmp_path_factory.mktemp("twins") / "clip", clip_assets)
 
@@ -225,7 +225,7 @@ def test_images_module_does_not_import_pillow_until_needed():
 
 def test_clip_bpe_vocab_is_clips(clip_assets, clip_artifact):
     import embedrt
-    from embedrt_export.twins import clip_bpe_vocab
+    from embedrt_dev.twins import clip_bpe_vocab
 
     vocab, merges = clip_bpe_vocab(clip_assets / "bpe_simple_vocab_16e6.txt.gz")
     assert len(vocab) == 49408 and len(merges) == 48894
@@ -302,7 +302,8 @@ def test_vision_parity_threshold_would_catch_a_one_pixel_crop_shift(clip_artifac
 
 
 def test_sentence_transformers_6_layout_exports_too(tmp_path, clip_assets, clip_artifact):
-    from embedrt_export import export, twins
+    from embedrt_dev import twins
+    from embedrt_export import export
 
     twin = twins.build_clip_twin(tmp_path / "twin", clip_assets, legacy_layout=False)
     manifest = export(twin, tmp_path / "artifact")
@@ -345,7 +346,6 @@ def test_both_towers_run_where_the_torch_stack_cannot_be_imported(clip_artifact,
         sys.meta_path.insert(0, Block())
         import embedrt
         from embedrt import images
-from embedrt_dev.fetch.items import asset_dir
         model = embedrt.SentenceTransformer({str(clip_artifact[0])!r})
         encoder = embedrt.load_engine(model.artifact, tower="vision")
         print(model.encode(["a caption"]).shape, encoder.encode([{str(clip_assets / "franz-kafka.jpg")!r}]).shape)

@@ -86,7 +86,8 @@ def test_spearman_is_rank_based():
 @pytest.fixture(scope="module")
 def twin_with_variants(twin_assets, tmp_path_factory, add_variants):
     """A tiny BERT twin exported, with every variant built and written into its artifact."""
-    from embedrt_export import export, graph, optimize, twins, variants
+    from embedrt_dev import twins
+    from embedrt_export import export, graph, optimize, variants
 
     root = tmp_path_factory.mktemp("variant-twin")
     src = twins.build_twin(root / "src", "bert", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
@@ -413,7 +414,8 @@ def test_fp16_keeps_index_arithmetic_in_float32(twin_assets, tmp_path):
     float16 a bucket can flip (real mpnet-base: 1−cos up to 3.6e-3). Every node upstream of an
     integer Cast must see float32 inputs, and the fp16 twin must stay close to its fp32 graph."""
     import onnx
-    from embedrt_export import export, graph, optimize, twins
+    from embedrt_dev import twins
+    from embedrt_export import export, graph, optimize
 
     src = twins.build_twin(tmp_path / "src", "mpnet", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
     export(src, tmp_path / "artifact")
