@@ -20,6 +20,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def child_env() -> dict[str, str]:
+    """The environment for a child interpreter in which this checkout's benchmarks and dev tools import as
+    they do here (pytest's ``pythonpath``), whether or not embedrt-dev is installed."""
+    paths = [str(ROOT), str(ROOT / "scripts" / "dev"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def _require(path: Path, item: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} missing: run `python scripts/fetch_models.py {item}` (or scripts/test.sh) first",
