@@ -15,6 +15,7 @@ TWIN_RECIPE_FILE = "embedrt_twin.json"
 
 
 def head_to_json(head: HeadSpec) -> dict[str, Any]:
+    """The head as it goes into the recipe (lists, every field)."""
     data = asdict(head)
     data["pooling"] = list(head.pooling_modes)
     data["dense"] = [list(layer) for layer in head.dense]
@@ -23,6 +24,7 @@ def head_to_json(head: HeadSpec) -> dict[str, Any]:
 
 
 def fingerprint(path: Path | None) -> str | None:
+    """``path:size:mtime`` of an asset file, so a changed tokenizer file makes a new recipe."""
     if path is None:
         return None
     st = path.stat()
@@ -42,6 +44,7 @@ def reusable(out: Path, recipe: dict[str, Any], reuse: bool, overwrite: bool) ->
 
 
 def read_recipe(out: Path) -> dict[str, Any] | None:
+    """The recipe a twin folder was built from, or None."""
     try:
         return json.loads((out / TWIN_RECIPE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):

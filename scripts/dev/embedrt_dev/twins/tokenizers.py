@@ -41,6 +41,7 @@ def _cache_root() -> Path:
 
 
 def tokenizer_files(family: str, assets: TwinAssets) -> dict[str, Any]:
+    """The saved tokenizer of ``family`` (built once per process): its folder, vocabulary size and special ids."""
     key = (family, tuple(fingerprint(p) for p in assets.required(family).values()))
     cached = _TOKENIZER_CACHE.get(key)
     if cached is not None and Path(cached["dir"]).is_dir():
@@ -117,6 +118,7 @@ def _checked(tok: Any, family: str, min_vocab: int) -> Any:
     return tok
 
 def strip_leading_lowercase(tokenizer_json: Path) -> None:
+    """Drop a leading ``Lowercase`` normalizer from a saved ``tokenizer.json`` (the pre-6 layout)."""
     data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
     norm = data.get("normalizer")
     if isinstance(norm, dict) and norm.get("type") == "Lowercase":

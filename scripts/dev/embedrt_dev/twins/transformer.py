@@ -36,6 +36,7 @@ _RECIPE_VERSION = 1
 _POSITION_OFFSET = {"bert": 0, "distilbert": 0, "roberta": 2, "xlm-roberta": 2, "mpnet": 2}
 _MAX_TOKENS = 512
 
+
 def build_twin(
     out_dir: str | os.PathLike[str],
     family: str,
@@ -243,6 +244,7 @@ _EMBEDDING_STD = {
 
 
 def scramble(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Give every parameter a scale at which it measurably matters (see the module docstring)."""
     import torch
     from torch import nn
 
