@@ -8,10 +8,10 @@ Runtime runs it (Reshape/Transpose, MatMul, scale, mask Add, Softmax, MatMul, me
 interleaved; each cell is the median time, its GFLOP/s (4·B·H·L²·d) and the ratio to the first
 column, and every output is checked against the ONNX Runtime ops. All sessions share one global
 ONNX Runtime thread pool: with a pool per session, the idle sessions' spinning workers take the
-cores from the one being timed (measured: 2 threads then ran no faster than 1).
+cores from the one being timed (benchmarks/README.md, "Several sessions in one process on the same cores").
 
-    .venv/bin/python benchmarks/attention.py --lengths 12,20,33,48,128 --threads 2
-    .venv/bin/python benchmarks/attention.py --library old.so --library runtime/embedrt/_kernels*.so
+    python -m benchmarks.attention --lengths 12,20,33,48,128 --threads 2
+    python -m benchmarks.attention --library old.so --library runtime/embedrt/_kernels*.so
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The per-process side of ``benchmarks/cpu.py``: one fresh process per measurement.
+"""The per-process side of ``python -m benchmarks.cpu``: one fresh process per measurement.
 
 It runs under the project's interpreter (sentence-transformers torch, embedrt) and under the
 anchors venv's (sentence-transformers' ONNX backend, fastembed), which has no embedrt, so it
@@ -32,7 +32,7 @@ import numpy as np
 
 DISTRIBUTIONS = ("embedrt", "torch", "transformers", "sentence-transformers", "optimum", "optimum-onnx",
                  "onnxruntime", "fastembed", "tokenizers", "numpy")
-# Names sentence-transformers' export helpers give their files (anchors.md §1).
+# The names sentence-transformers' export helpers give their files.
 ST_ONNX_FILES = {"onnx": "onnx/model.onnx", "O3": "onnx/model_O3.onnx",
                  "qint8": "onnx/model_qint8_avx512_vnni.onnx"}
 

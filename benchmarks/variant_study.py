@@ -8,7 +8,7 @@ similarities, top-10 overlap (200 queries vs 1,000 texts) and batch invariance (
 text encoded alone and in a batch of 32). "x best" is the ratio of each variant's best round to
 fp32's best round, the figure least disturbed by other processes.
 
-    .venv/bin/python benchmarks/variant_study.py --models all-MiniLM-L6-v2 all-mpnet-base-v2
+    python -m benchmarks.variant_study --models all-MiniLM-L6-v2 all-mpnet-base-v2
 
 The machine is shared, so only same-round ratios are comparable; absolute rates move with load.
 """
@@ -18,25 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def cache_root(cache: str | None) -> Path:
-    """``--cache``, else ``$EMBEDRT_CACHE``, else ``~/.cache/embedrt`` (scripts/fetch_models.py's rule)."""
-    return Path(cache or os.environ.get("EMBEDRT_CACHE") or "~/.cache/embedrt").expanduser()
-
-
-def english_texts(corpus: Path, n: int) -> list[str]:
-    """``n`` distinct English fortunes spread over the corpus (deterministic)."""
-    with open(corpus, encoding="utf-8") as fh:
-        pool = sorted({r["text"] for r in map(json.loads, fh) if r["lang"] == "en" and r["text"].strip()})
-    return pool[::max(1, len(pool) // n)][:n]
+from embedrt_dev import corpora
+from embedrt_dev.fetch import items
 
 
 def build_artifact(source: Path, out: Path, calibration_texts: list[str]) -> list[Any]:
@@ -78,7 +67,7 @@ def study(name: str, root: Path, texts: list[str], speed_texts: list[str], round
     import embedrt
     from embedrt_export import graph, variants
 
-    source = root / "models" / name
+    source = items.model_dir(name, root)
     with tempfile.TemporaryDirectory(prefix="variant-study-") as tmp:
         artifact = Path(tmp) / name
         candidates = build_artifact(source, artifact, calibration_texts)
@@ -122,17 +111,17 @@ def main(argv: list[str] | None = None) -> None:
     """Command line: see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["all-MiniLM-L6-v2"])
-    parser.add_argument("--cache", help="cache root (default: $EMBEDRT_CACHE or ~/.cache/embedrt)")
+    parser.add_argument("--cache", help="cache root (default: embedrt.paths.cache_dir())")
     parser.add_argument("--texts", type=int, default=2000, help="English texts for the fidelity figures")
     parser.add_argument("--speed-texts", type=int, default=2000, help="texts per timed encode")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved timing rounds")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     logging.disable(logging.INFO)  # onnxruntime.quantization logs every node it touches
-    root = cache_root(args.cache)
-    texts = english_texts(root / "corpora" / "fortunes.jsonl", args.texts)
-    calibration = [t for t in english_texts(root / "corpora" / "fortunes.jsonl", args.texts + 256)
-                   if t not in set(texts)][:256]
+    root = items.cache_dir(args.cache)
+    records = corpora.read_records(items.corpus_path("fortunes", root))
+    texts = corpora.spread_english(records, args.texts)
+    calibration = [t for t in corpora.spread_english(records, args.texts + 256) if t not in set(texts)][:256]
     rows = []
     for name in args.models:
         rows += study(name, root, texts, texts[:args.speed_texts], args.rounds, calibration)

@@ -2,11 +2,11 @@
 
 For each variant of an artifact, runs ``embedrt.SentenceTransformer(artifact, threads=T, workers=W)`` for
 every ``W`` in ``--workers`` (each batch gets ``T // W`` ORT threads), alternating the order each cycle,
-on the same English fortunes as ``cpu.py`` (``$EMBEDRT_CACHE``'s corpus) with its warm-up (one text,
+on the same English fortunes as ``benchmarks.cpu`` (the fetched corpus) with its warm-up (one text,
 then the 32 longest and the first 32), and prints the median sentences/s and the median per-cycle ratio
 to the first ``W``.
 
-    .venv/bin/python benchmarks/workers.py ARTIFACT --variants fp32 int8_rowwise --cycles 4
+    python -m benchmarks.workers ARTIFACT --variants fp32 int8_rowwise --cycles 4
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cpu import cache_root, english_texts
+from embedrt_dev import corpora
 
 CHILD = """
 import json, sys, time
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--cycles", type=int, default=4)
     args = parser.parse_args(argv)
-    texts = english_texts(cache_root() / "corpora" / "fortunes.jsonl", args.texts)
+    texts = corpora.english_sample(corpora.read_records(), args.texts)
     rates: dict[tuple[str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="embedrt-workers-") as tmp:
         texts_file = Path(tmp) / "texts.json"

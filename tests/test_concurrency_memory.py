@@ -101,7 +101,7 @@ def test_rss_does_not_grow_with_new_shapes(exported, fortunes, request, variant,
     batch in flight (fp32's default) and with two (int8_rowwise's default), and on embedrt's own
     kernels with the layers on packed rows, whose shapes change with every batch's token count
     (int8_rowwise_fused, the default on VNNI and Arm CPUs, and fp32_fused)."""
-    from conftest import sample_records
+    from embedrt_dev.corpora import sample_records
 
     artifact = exported("paraphrase-MiniLM-L3-v2")[0] if variant == "fp32" else \
         request.getfixturevalue("l3_with_fused")

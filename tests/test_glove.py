@@ -14,9 +14,10 @@ import embedrt
 import numpy as np
 import pytest
 import torch
-from conftest import fetcher, sample_records
 from embedrt import ArtifactError
 from embedrt.whitespace import WhitespaceTokenizer
+from embedrt_dev.corpora import sample_records
+from embedrt_dev.fetch.items import corpus_path
 from embedrt_export import SourceError, export, wordembed
 from embedrt_export.fidelity import one_minus_cos
 from scipy.stats import pearsonr
@@ -138,7 +139,7 @@ def test_glove_encode_matches_sentence_transformers(glove, glove_pair, corpus_10
 
 def test_lee_benchmark_correlation_matches_sentence_transformers(glove_pair):
     reference, ours = glove_pair
-    lee = fetcher.corpus_path("lee")
+    lee = corpus_path("lee")
     # Read as gensim's test_lee does: latin-1 documents, one per line; the upper triangle of the
     # 50×50 human similarity matrix gives the 1,225 document pairs.
     documents = (lee / "lee.cor").read_text(encoding="latin-1").splitlines()

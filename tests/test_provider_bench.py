@@ -1,4 +1,4 @@
-"""benchmarks/providers.py and scripts/gpu_check.py, run as their users run them, on a real small model.
+"""``python -m benchmarks.providers`` and scripts/gpu_check.py, run as their users run them, on a real small model.
 
 On a CPU-only onnxruntime the CUDA and TensorRT rows must be listed as absent with the reason, and
 the GPU check must refuse to run (or, with --allow-cpu-dry-run, run and say DRY RUN everywhere).
@@ -6,7 +6,6 @@ the GPU check must refuse to run (or, with --allow-cpu-dry-run, run and say DRY 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,15 +13,18 @@ from pathlib import Path
 
 import onnxruntime
 import pytest
+from conftest import ROOT, child_env
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.providers_matrix import plan_configs
+
 MODEL = "paraphrase-MiniLM-L3-v2"
 GPU_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=child_env())
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,7 @@ def small_artifact(exported) -> Path:
 
 def test_benchmark_measures_cpu_and_lists_missing_gpu_providers(small_artifact, tmp_path):
     out = tmp_path / "bench"
-    result = _run("benchmarks/providers.py", str(small_artifact), "--out", str(out), "--quick", "--texts", "3",
+    result = _run("-m", "benchmarks.providers", str(small_artifact), "--out", str(out), "--quick", "--texts", "3",
                   "--batch-sizes", "1,2", "--repeats", "1", "--devices", "cpu")
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "providers.json").read_text(encoding="utf-8"))
@@ -67,12 +69,8 @@ def test_benchmark_measures_cpu_and_lists_missing_gpu_providers(small_artifact, 
 
 
 def test_every_manifest_variant_gets_a_row():
-    spec = importlib.util.spec_from_file_location("bench_providers", ROOT / "benchmarks" / "providers.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up here
-    spec.loader.exec_module(bench)
     variants = ["fp32", "optimized", "int8_avx512_vnni", "int8_quantum", "fp16", "bf16"]
-    configs = bench.plan_configs(variants, ["CPUExecutionProvider"], ("cpu", "cuda", "tensorrt"))
+    configs = plan_configs(variants, ["CPUExecutionProvider"], ("cpu", "cuda", "tensorrt"))
     rows = {(c.device, c.variant): c for c in configs}
     assert {v for d, v in rows if d == "cpu"} == {"fp32", "optimized", "int8_avx512_vnni", "int8_quantum"}
     assert all(rows[("cpu", v)].status == "pending" for v in ("fp32", "optimized", "int8_avx512_vnni"))
@@ -80,7 +78,7 @@ def test_every_manifest_variant_gets_a_row():
     assert rows[("cuda", "fp16")].status == "absent" and "CUDAExecutionProvider" in rows[("cuda", "fp16")].reason
     assert rows[("tensorrt", "fp32")].label == "fp16 engine from fp32"
     assert rows[("-", "bf16")].status == "not benchmarked"
-    bare = {(c.device, c.variant): c for c in bench.plan_configs(["fp32"], ["CPUExecutionProvider"], ("cpu",))}
+    bare = {(c.device, c.variant): c for c in plan_configs(["fp32"], ["CPUExecutionProvider"], ("cpu",))}
     assert "no int8* variant" in bare[("cpu", "int8*")].reason and not bare[("cpu", "int8*")].notes
 
 

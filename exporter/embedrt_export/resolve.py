@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from embedrt import catalogue
+from embedrt.paths import cache_dir
 
 from .source import SourceError, SourceSpec
 
 
 def cache_models_dir() -> Path:
-    """Where fetched source models live (``$EMBEDRT_CACHE/models``)."""
-    return Path(os.environ.get("EMBEDRT_CACHE", Path.home() / ".cache" / "embedrt")) / "models"
+    """Where fetched source models live (``models/`` under :func:`embedrt.paths.cache_dir`)."""
+    return cache_dir() / "models"
 
 
 def resolve(name_or_path: str) -> tuple[Path, catalogue.Entry | None]:

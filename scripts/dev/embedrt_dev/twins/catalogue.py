@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 from embedrt.catalogue import Dense, Entry
+from embedrt_export.export import export
 
-from . import twins
-from .export import export
+from .clip import build_clip_twin
+from .spec import HeadSpec, TwinAssets
+from .transformer import build_twin
 
 HIDDEN = 32
 WORD_DIM = 16
@@ -42,14 +44,14 @@ def scaled_entry(entry: Entry) -> Entry:
     return replace(entry, dense=dense, dimension=dense[-1].out_features if dense else HIDDEN)
 
 
-def _word_vocab(assets: twins.TwinAssets) -> list[str]:
+def _word_vocab(assets: TwinAssets) -> list[str]:
     # Whole words of a real WordPiece vocabulary: real English words, no subword pieces.
     words = [w for w in assets.bert_vocab.read_text(encoding="utf-8").split("\n")
              if w and not w.startswith(("##", "[")) and not w.startswith("[unused")]
     return ["PADDING_TOKEN", *words]
 
 
-def build_word_embedding_twin(entry: Entry, out_dir: Path, assets: twins.TwinAssets, seed: int = 0) -> Path:
+def build_word_embedding_twin(entry: Entry, out_dir: Path, assets: TwinAssets, seed: int = 0) -> Path:
     """WordEmbeddings + WhitespaceTokenizer + Pooling(mean) with random vectors over real words."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, WordEmbeddings
@@ -66,20 +68,20 @@ def build_word_embedding_twin(entry: Entry, out_dir: Path, assets: twins.TwinAss
     return out_dir
 
 
-def build(entry: Entry, out_dir: Path, assets: twins.TwinAssets, clip_assets: Path | None = None) -> Path:
+def build(entry: Entry, out_dir: Path, assets: TwinAssets, clip_assets: Path | None = None) -> Path:
     """Build the twin of any catalogue entry into ``out_dir`` (reused when already there)."""
     if entry.family == "word-embeddings":
         return build_word_embedding_twin(entry, out_dir, assets)
     if entry.family == "clip":
-        return twins.build_clip_twin(out_dir, clip_assets, projection_dim=CLIP_DIM, reuse=True)
+        return build_clip_twin(out_dir, clip_assets, projection_dim=CLIP_DIM, reuse=True)
     small = scaled_entry(entry)
-    head = twins.HeadSpec(
+    head = HeadSpec(
         pooling=entry.pooling,
         dense=tuple((d.out_features, d.activation) for d in small.dense) or None,
         layernorm=entry.layernorm,
         normalize=entry.normalize,
     )
-    return twins.build_twin(out_dir, entry.family, head, assets, max_seq_length=entry.max_seq_length,
+    return build_twin(out_dir, entry.family, head, assets, max_seq_length=entry.max_seq_length,
                             hidden=HIDDEN, similarity_fn_name=entry.similarity, reuse=True)
 
 
@@ -98,7 +100,7 @@ class CheckResult:
         return max(self.parity.values())
 
 
-def check(entry: Entry, workdir: Path, assets: twins.TwinAssets, clip_assets: Path | None = None) -> CheckResult:
+def check(entry: Entry, workdir: Path, assets: TwinAssets, clip_assets: Path | None = None) -> CheckResult:
     """Build the entry's twin, export it against the scaled catalogue entry, return the measured parity.
 
     The export itself refuses (raises) when the stack differs from the catalogue or parity misses.
