@@ -120,3 +120,17 @@ def add_variants():
         (artifact_dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
 
     return add
+
+
+@pytest.fixture(scope="session")
+def l3_with_fused(model_path, corpus_1000, tmp_path_factory):
+    """paraphrase-MiniLM-L3-v2 with its graphs on embedrt's kernels, layers on packed rows:
+    int8_rowwise_fused (the default on VNNI and Arm CPUs) and fp32_fused (elsewhere)."""
+    from embedrt_export import export
+
+    out = tmp_path_factory.mktemp("l3-fused") / "paraphrase-MiniLM-L3-v2"
+    said: list[str] = []
+    manifest = export(model_path("paraphrase-MiniLM-L3-v2"), out, variants=["int8_rowwise_fused", "fp32_fused"],
+                      fidelity_texts=corpus_1000[:400], log=said.append)
+    assert {"int8_rowwise_fused", "fp32_fused"} <= set(manifest.towers["text"].variants), said
+    return out

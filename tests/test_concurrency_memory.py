@@ -80,20 +80,6 @@ def test_callers_texts_do_not_grow(minilm_artifact):
     assert [sys.getsizeof(t) for t in texts[:2]] + [sys.getsizeof(texts[2][0])] == sizes
 
 
-@pytest.fixture(scope="module")
-def l3_with_fused(model_path, corpus_1000, tmp_path_factory):
-    """paraphrase-MiniLM-L3-v2 with its graphs on embedrt's kernels, layers on packed rows:
-    int8_rowwise_fused (the default on VNNI and Arm CPUs) and fp32_fused (elsewhere)."""
-    from embedrt_export import export
-
-    out = tmp_path_factory.mktemp("l3-fused") / "paraphrase-MiniLM-L3-v2"
-    said: list[str] = []
-    manifest = export(model_path("paraphrase-MiniLM-L3-v2"), out, variants=["int8_rowwise_fused", "fp32_fused"],
-                      fidelity_texts=corpus_1000[:400], log=said.append)
-    assert {"int8_rowwise_fused", "fp32_fused"} <= set(manifest.towers["text"].variants), said
-    return out
-
-
 @pytest.mark.parametrize(("variant", "workers"), [("fp32", 1), ("fp32", 2), ("int8_rowwise_fused", None),
                                                   ("fp32_fused", None)])
 def test_rss_does_not_grow_with_new_shapes(exported, fortunes, request, variant, workers):

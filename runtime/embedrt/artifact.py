@@ -100,10 +100,9 @@ class Artifact:
     def verified_file(self, rel: str) -> Iterator[Path]:
         """Check an artifact file's size and sha256 in 1 MiB reads and yield its path.
 
-        For graphs, whose bytes ONNX Runtime would otherwise copy once more (mpnet-base fp32: peak RSS
-        1.3 GB from bytes, 0.7 GB from the path). The file's inode, size and mtime are taken before
-        hashing and compared when the block ends, so a file replaced or rewritten while the caller
-        loaded it is refused by name instead of used.
+        For graphs: handed the bytes, ONNX Runtime would copy them once more and hold the graph twice at
+        its peak. The file's inode, size and mtime are taken before hashing and compared when the block
+        ends, so a file replaced or rewritten while the caller loaded it is refused by name instead of used.
         """
         entry, path = self._entry_path(rel)
         before = _stamp(path)

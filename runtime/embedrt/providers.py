@@ -29,10 +29,8 @@ _DEVICE_PROVIDERS = {
 }
 
 
-# Two of ORT's CPU fusions are slower than the ops they replace (all-MiniLM-L6-v2, ORT 1.31-1.32):
-# its BiasGelu kernel took 2.7x the time of its Gelu on the same elements (fp32 MiniLM-L6 1.037x,
-# mpnet-base 1.019x without it), and SkipLayerNormalization, which the dynamic int8 graphs get,
-# took 0.22 s where the Add + LayerNormalization it replaces take ~0.06 s (those graphs 1.11x).
+# Two of ORT's CPU fusions are slower than the ops they replace: its BiasGelu kernel, and the
+# SkipLayerNormalization the dynamic int8 graphs get (benchmarks/README.md, "No BiasGelu on CPU").
 CPU_DISABLED_OPTIMIZERS = ("BiasGeluFusion", "SkipLayerNormFusion")
 
 
@@ -72,8 +70,8 @@ def cuda_options(device_id: int = 0) -> dict[str, Any]:
     """CUDA EP options: the arena grows by what is requested, not in powers of two (onnxruntime#11118,
     triton onnxruntime_backend#102), and copies share the compute stream. fp32 stays fp32, as torch
     (so sentence-transformers) keeps it: with ORT's default TF32 GEMMs, mpnet-base's fp32 graph read
-    1.2e-4 (1−cos) off the CPU on an H200, the size of error TF32's 10-bit mantissa gives (not yet
-    re-measured with TF32 off). The fast path on a GPU is the fp16 variant."""
+    off the CPU on an H200 by the size of error TF32's 10-bit mantissa gives (benchmarks/README.md,
+    "Latest GPU results"). The fast path on a GPU is the fp16 variant."""
     return {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested",
             "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True, "use_tf32": 0}
 

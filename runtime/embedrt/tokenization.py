@@ -105,7 +105,7 @@ _SPACE_SPLITTERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit", "Metasp
 
 def _component(part: object) -> dict | None:
     """A tokenizer component's own JSON; parsing the whole tokenizer.json instead would read its
-    vocabulary again (XLM-R's: 120 ms at load)."""
+    vocabulary again (XLM-R's 250,002 pieces, at every load)."""
     return None if part is None else json.loads(part.__getstate__())
 
 
