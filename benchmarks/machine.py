@@ -74,3 +74,40 @@ def fmt(value: float | None, digits: int = 3) -> str:
         return f"{value / 1000:,.1f}k"
     return f"{value:,.{digits}g}" if value < 100 else f"{value:,.0f}"
 
+
+
+def gemm_rates(threads: int, m: int = 1024, k: int = 384, n: int = 1536, seconds: float = 1.0) -> dict[str, float]:
+    """The machine's GEMM rates through ONNX Runtime's MLAS on ``threads`` threads, at an ``m x k x n`` shape
+    (default: a MiniLM feed-forward layer over 1,024 tokens): fp32 ``MatMul`` (GFLOP/s) and int8
+    ``MatMulInteger``, u8 activations x s8 weights into s32, the arithmetic of the row-wise int8 graphs
+    (GOP/s, on VNNI where the CPU has it). Every results file carries both: ratios mean little without them."""
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    cases = {
+        "fp32_gflops": (helper.make_node("MatMul", ["x", "w"], ["y"]), TensorProto.FLOAT, TensorProto.FLOAT,
+                        rng.normal(size=(k, n)).astype(np.float32), rng.normal(size=(m, k)).astype(np.float32)),
+        "int8_gops": (helper.make_node("MatMulInteger", ["x", "w"], ["y"]), TensorProto.UINT8, TensorProto.INT32,
+                      rng.integers(-127, 128, size=(k, n), dtype=np.int8),
+                      rng.integers(0, 256, size=(m, k), dtype=np.uint8)),
+    }
+    rates = {}
+    for key, (node, input_type, output_type, weight, x) in cases.items():
+        graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("x", input_type, [m, k])],
+                                  [helper.make_tensor_value_info("y", output_type, [m, n])],
+                                  [numpy_helper.from_array(weight, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session.run(None, {"x": x})
+        runs, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            session.run(None, {"x": x})
+            runs += 1
+        rates[key] = 2 * m * k * n * runs / (time.perf_counter() - began) / 1e9
+    return rates

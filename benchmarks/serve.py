@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks import serve_load
+from benchmarks.machine import cpu_model, gemm_rates
 
 CONCURRENCY = (1, 8, 64, 256)
 PER_REQUEST = (1, 32)
@@ -41,29 +40,6 @@ def english_fortunes(n: int, seed: int = 0) -> list[str]:
     texts = [r["text"] for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["lang"] == "en"]
     picked = np.random.default_rng(seed).permutation(len(texts))[:n]
     return [texts[i] for i in picked]
-
-
-def gemm_gflops(threads: int, seconds: float = 1.0) -> float:
-    """The machine's fp32 GEMM rate through ONNX Runtime's MLAS (1024 x 384 x 1536, MiniLM's FFN shape)."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = np.random.default_rng(0).normal(size=(384, 1536)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024, 384])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1536])],
-                              [numpy_helper.from_array(weight, "w")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(1).normal(size=(1024, 384)).astype(np.float32)
-    session.run(None, {"x": x})
-    runs, began = 0, time.perf_counter()
-    while time.perf_counter() - began < seconds:
-        session.run(None, {"x": x})
-        runs += 1
-    return 2 * 1024 * 384 * 1536 * runs / (time.perf_counter() - began) / 1e9
 
 
 def in_process(artifact: str, texts: list[str], repeats: int) -> dict[str, Any]:
@@ -111,9 +87,9 @@ def servers(args: argparse.Namespace, out: Path) -> list[tuple[str, list[str], s
 def report(data: dict[str, Any], out: Path) -> str:
     """The Markdown table, written beside the JSON."""
     lines = [f"# `embedrt serve` under load: {data['model']}", "",
-             f"{data['machine']['cpu']}, {data['machine']['cores']} cores, fp32 GEMM "
-             f"{data['machine']['gemm_gflops']:.0f} GFLOP/s (ONNX Runtime MLAS, {data['machine']['cores']} threads); "
-             f"{data['texts']} English fortunes.",
+             f"{data['machine']['cpu']}, {data['machine']['cores']} cores; GEMM (ONNX Runtime MLAS, "
+             f"{data['machine']['cores']} threads): fp32 {data['machine']['fp32_gflops']:.0f} GFLOP/s, int8 "
+             f"{data['machine']['int8_gops']:.0f} GOP/s; {data['texts']} English fortunes.",
              f"In-process `encode` (batches of 32, variant {data['in_process']['variant']}): "
              f"**{data['in_process']['texts_per_s']:.0f} texts/s** (the ceiling).", "",
              "| server | conc. | texts/req | texts/s | × in-process | tokens/s | p50 ms | p95 ms | p99 ms | "
@@ -184,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = available_cpus()
     data: dict[str, Any] = {
         "model": args.name, "texts": len(texts), "settings": vars(args),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": cores,
-                    "gemm_gflops": gemm_gflops(cores), "loadavg_before": os.getloadavg()},
+        "machine": {"cpu": cpu_model(), "cores": cores, **gemm_rates(cores), "loadavg_before": os.getloadavg()},
         "in_process": in_process(args.artifact, texts, repeats=3), "servers": []}
     print(f"in-process: {data['in_process']['texts_per_s']:.0f} texts/s", flush=True)
     for label, command, ready, env, cwd in servers(args, out):
