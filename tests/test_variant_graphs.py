@@ -26,15 +26,17 @@ CALIBRATION = ["A man is eating food.", "Ein Mann isst Brot.", "short", "", "a m
 def twin_with_variants(twin_assets, tmp_path_factory, add_variants):
     """A tiny BERT twin exported, with every variant built and written into its artifact."""
     from embedrt_dev import twins
-    from embedrt_export import export, graph, optimize, variants
+    from embedrt_export import export, optimize, variants
+    from embedrt_export.builders.base import load_sentence_transformer
+    from embedrt_export.builders.transformer import calibration_feeds
 
     root = tmp_path_factory.mktemp("variant-twin")
     src = twins.build_twin(root / "src", "bert", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
     export(src, root / "artifact")
-    reference = graph.load_sentence_transformer(str(src))
+    reference = load_sentence_transformer(str(src))
     facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
     candidates = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
-                                              calibration_feeds=graph.calibration_feeds(reference, CALIBRATION))
+                                              calibration_feeds=calibration_feeds(reference, CALIBRATION))
     add_variants(root / "artifact", candidates)
     return root / "artifact", reference, candidates
 
@@ -107,14 +109,15 @@ def test_packed_graph_equals_padded_and_refuses_a_mask_it_cannot_pack(twin_with_
     import onnx
     import onnxruntime as ort
     from embedrt import kernels
-    from embedrt_export import graph, kernel_fusion, rowwise
+    from embedrt_export import kernel_fusion, rowwise
+    from embedrt_export.builders.transformer import calibration_feeds
 
     artifact, reference, candidates = twin_with_variants
     fp32 = (artifact / "text" / "model.onnx").read_bytes()
     if variant == "fp32_fused":
         padded_graph = kernel_fusion.fuse_fp32(onnx.load_from_string(fp32))
     else:
-        calibration = rowwise.calibrate_graph(fp32, graph.calibration_feeds(reference, CALIBRATION))
+        calibration = rowwise.calibrate_graph(fp32, calibration_feeds(reference, CALIBRATION))
         padded_graph = onnx.load_from_string(rowwise.quantize_rowwise_int8(fp32, calibration, kernels=True))
     packed_graph = onnx.load_from_string(next(c for c in candidates if c.name == variant).onnx_bytes)
     assert "PackRows" not in {n.op_type for n in padded_graph.graph.node}
@@ -296,11 +299,12 @@ def test_fp16_keeps_index_arithmetic_in_float32(twin_assets, tmp_path):
     integer Cast must see float32 inputs, and the fp16 twin must stay close to its fp32 graph."""
     import onnx
     from embedrt_dev import twins
-    from embedrt_export import export, graph, optimize
+    from embedrt_export import export, optimize
+    from embedrt_export.builders.base import load_sentence_transformer
 
     src = twins.build_twin(tmp_path / "src", "mpnet", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
     export(src, tmp_path / "artifact")
-    facts = optimize.ArchFacts.from_config(graph.load_sentence_transformer(str(src))[0].auto_model.config)
+    facts = optimize.ArchFacts.from_config(load_sentence_transformer(str(src))[0].auto_model.config)
     fused = optimize.fuse((tmp_path / "artifact" / "text" / "model.onnx").read_bytes(), facts).onnx_bytes
     fused_model = onnx.load_from_string(fused)
     kept = optimize.index_nodes(fused_model)

@@ -144,7 +144,8 @@ def test_rowwise_zero_point_fits_the_rows():
 # -- real model: the fidelity gates on real text --------------------------------------------------------
 @pytest.mark.slow
 def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, tmp_path, add_variants):
-    from embedrt_export import graph, optimize, variants
+    from embedrt_export import optimize, variants
+    from embedrt_export.builders.transformer import calibration_feeds
 
     artifact = tmp_path / "minilm"
     shutil.copytree(exported("all-MiniLM-L6-v2")[0], artifact)  # the exported artifact is shared
@@ -154,7 +155,7 @@ def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, t
     measured = set(spread_english(fortunes, 1200))
     calibration = [r["text"] for r in fortunes if r["lang"] == "en" and r["text"] not in measured][::5]
     candidates = variants.build_text_variants((artifact / "text" / "model.onnx").read_bytes(), facts,
-                                              calibration_feeds=graph.calibration_feeds(reference, calibration))
+                                              calibration_feeds=calibration_feeds(reference, calibration))
     add_variants(artifact, candidates)
     # 1,200 English texts (200 queries against 1,000) plus ~80 multilingual ones for max 1-cos.
     texts = spread_english(fortunes, 1200)
