@@ -31,9 +31,10 @@ from embedrt_dev.fetch import items
 def build_artifact(source: Path, out: Path, calibration_texts: list[str]) -> list[Any]:
     """Export ``source`` and add every variant, each written into the artifact's manifest."""
     from embedrt.artifact import Artifact
-    from embedrt_export import export, optimize, variants
+    from embedrt_export import export, variants
     from embedrt_export.builders.base import load_sentence_transformer
     from embedrt_export.builders.transformer import calibration_feeds
+    from embedrt_export.variants import optimize
 
     export(source, out, overwrite=True)
     model = load_sentence_transformer(str(source))

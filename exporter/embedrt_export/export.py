@@ -67,7 +67,7 @@ def _add_variants(manifest: Manifest, staging: Path, model: Any, names: Sequence
     import embedrt
 
     from . import variants as v
-    from .optimize import ArchFacts
+    from .variants.optimize import ArchFacts
 
     if not texts:
         raise ValueError("graph variants need real fidelity texts (fidelity_texts=, CLI --texts FILE)")

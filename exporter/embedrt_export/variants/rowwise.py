@@ -28,7 +28,7 @@ Arm); see ``embedrt.isa``.
 The sentence-embedding head (Dense layers after pooling) stays fp32.
 
 ``int8_rowwise_fused`` is this recipe on embedrt's own ONNX Runtime kernels (``runtime/kernels``,
-``rewrite(..., kernels=True)`` + :mod:`embedrt_export.kernel_fusion`): the same constants, with each
+``rewrite(..., kernels=True)`` + :mod:`.kernel_fusion`): the same constants, with each
 group's quantization one op and each MatMul's rescale one op, LayerNorm, GELU and attention folded
 in. In standard ops those steps were ~30% of the graph's time, run one small kernel at a time.
 """
@@ -337,7 +337,7 @@ def quantize_rowwise_int8(onnx_bytes: bytes, calibration: Calibration, *, kernel
     """The row-wise int8 graph of an fp32 text graph with ``calibration`` (:func:`calibrate_graph`).
 
     ``kernels``: on embedrt's kernel library (the ``int8_rowwise_fused`` variant), with LayerNorm and
-    GELU folded into the rescale steps and attention in one op (:mod:`embedrt_export.kernel_fusion`).
+    GELU folded into the rescale steps and attention in one op (:mod:`.kernel_fusion`).
     """
     model = onnx.load_from_string(onnx_bytes)
     model = rewrite(model, linear_groups(model), calibration, kernels=kernels)

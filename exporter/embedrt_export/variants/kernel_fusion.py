@@ -1,6 +1,6 @@
 """Folds the steps after each row-wise rescale into embedrt's kernels (the ``int8_rowwise_fused`` graph).
 
-After :func:`embedrt_export.rowwise.rewrite` with ``kernels=True`` every quantized MatMul ends in an
+After :func:`.rowwise.rewrite` with ``kernels=True`` every quantized MatMul ends in an
 ``ai.embedrt.RowDequantize``. Two patterns that follow it become one kernel that finishes the row
 while it is in cache (``runtime/kernels/quantize_ops.h``):
 
