@@ -181,8 +181,8 @@ def test_rowwise_quantizes_the_encoder_once_per_input(twin_with_variants):
     """Every encoder MatMul becomes MatMulIntegerToFloat (Q, K and V share one quantizer); the head's
     Dense stays fp32; the widest 1% of input channels (at least none) run in fp32 beside it."""
     import onnx
+    from embedrt_export.onnx_edit import head_nodes
     from embedrt_export.variants import rowwise
-    from embedrt_export.variants.optimize import head_nodes
 
     artifact, _, candidates = twin_with_variants
     fp32 = onnx.load(str(artifact / "text" / "model.onnx"))
@@ -275,7 +275,7 @@ def test_info_names_the_kernels_a_variant_needs_and_where_they_run(twin_with_var
 
 def test_fp16_keeps_head_and_io_in_float32(twin_with_variants):
     import onnx
-    from embedrt_export.variants.optimize import head_nodes
+    from embedrt_export.onnx_edit import head_nodes
 
     _, _, candidates = twin_with_variants
     by_name = {c.name: c for c in candidates}

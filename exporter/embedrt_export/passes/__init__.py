@@ -5,5 +5,6 @@ itself, whose output they leave unchanged for what the runtime feeds).
 - :mod:`.invariance`: turns sums over the sequence into sequential ones, so an embedding does not depend
   on the batch it was computed in.
 
-Both run inside :func:`embedrt_export.builders.trace.trace`.
+Both run inside :func:`embedrt_export.builders.trace.trace` and edit graphs with :mod:`embedrt_export.onnx_edit`,
+as the variant rewrites do.
 """

@@ -43,6 +43,7 @@ from embedrt.selection import RANKING_GATE, Gate
 
 from .. import fidelity
 from ..fidelity import one_minus_cos
+from ..onnx_edit import with_op_domains
 from . import kernel_fusion, optimize, packing, quantize, rowwise
 
 VARIANT_FILE = "text/model.{name}.onnx"
@@ -115,7 +116,7 @@ def _on_packed_rows(model: onnx.ModelProto) -> tuple[bytes, str]:
     """The graph with its layers on packed rows (:mod:`.packing`), and why not where it can't be
     (empty when it could)."""
     packed, why = packing.pack(model)
-    return optimize.with_op_domains(packed).SerializeToString(), f"layers left on padded rows: {why}" if why else ""
+    return with_op_domains(packed).SerializeToString(), f"layers left on padded rows: {why}" if why else ""
 
 
 def _default_opset(onnx_bytes: bytes) -> int:
