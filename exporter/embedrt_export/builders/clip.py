@@ -116,7 +116,7 @@ def probe_images() -> list[Any]:
 
 def _export(module: Any, args: tuple[Any, ...], input_names: tuple[str, ...], dynamic: dict[str, dict[int, str]]
             ) -> bytes:
-    # The transformer builder's tracer (:func:`.trace.trace`), with its clean-up passes.
+    # The tracer the transformer builder uses too (:func:`.trace.trace`): same exporter, opset and passes.
     return trace(module, args, input_names, OUTPUTS, {**dynamic, OUTPUTS[0]: {0: "batch"}})
 
 
