@@ -31,14 +31,17 @@ from embedrt_dev.fetch import items
 def build_artifact(source: Path, out: Path, calibration_texts: list[str]) -> list[Any]:
     """Export ``source`` and add every variant, each written into the artifact's manifest."""
     from embedrt.artifact import Artifact
-    from embedrt_export import export, graph, optimize, variants
+    from embedrt_export import export, variants
+    from embedrt_export.builders.base import load_sentence_transformer
+    from embedrt_export.builders.transformer import calibration_feeds
+    from embedrt_export.variants import optimize
 
     export(source, out, overwrite=True)
-    model = graph.load_sentence_transformer(str(source))
+    model = load_sentence_transformer(str(source))
     facts = optimize.ArchFacts.from_config(model[0].auto_model.config)
     manifest = Artifact(out).manifest
     candidates = variants.build_text_variants((out / "text" / "model.onnx").read_bytes(), facts,
-                                              calibration_feeds=graph.calibration_feeds(model, calibration_texts))
+                                              calibration_feeds=calibration_feeds(model, calibration_texts))
     for candidate in candidates:
         (out / candidate.file).write_bytes(candidate.onnx_bytes)
         manifest = variants.with_variant(manifest, candidate)
@@ -65,13 +68,14 @@ def study(name: str, root: Path, texts: list[str], speed_texts: list[str], round
           calibration_texts: list[str]) -> list[dict[str, Any]]:
     """Measure every variant of model ``name``; returns one row per variant."""
     import embedrt
-    from embedrt_export import graph, variants
+    from embedrt_export import variants
+    from embedrt_export.builders.base import load_sentence_transformer
 
     source = items.model_dir(name, root)
     with tempfile.TemporaryDirectory(prefix="variant-study-") as tmp:
         artifact = Path(tmp) / name
         candidates = build_artifact(source, artifact, calibration_texts)
-        reference = graph.load_sentence_transformer(str(source))
+        reference = load_sentence_transformer(str(source))
         ref = reference.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
         names = ["fp32", *(c.name for c in candidates)]
         models = {n: embedrt.SentenceTransformer(artifact, variant=n, threads=2) for n in names}

@@ -83,9 +83,9 @@ def clip_artifact(tmp_path_factory, clip_twin):
 
 @pytest.fixture(scope="session")
 def clip_reference(clip_twin):
-    from embedrt_export import graph
+    from embedrt_export.builders.base import load_sentence_transformer
 
-    return graph.load_sentence_transformer(str(clip_twin))
+    return load_sentence_transformer(str(clip_twin))
 
 
 def _one_minus_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -106,7 +106,7 @@ def test_preprocessing_matches_original_clip(clip_assets, kafka):
 
 
 def test_preprocessing_matches_transformers_processor(kafka, hf_processor):
-    from embedrt_export.clip import probe_images
+    from embedrt_export.builders.clip import probe_images
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -197,7 +197,7 @@ def test_image_spec_in_the_manifest_is_typed_and_validated(clip_artifact):
 
 
 def test_exporter_refuses_preprocessing_it_cannot_reproduce():
-    from embedrt_export.clip import image_spec
+    from embedrt_export.builders.clip import image_spec
     from embedrt_export.source import SourceError
     from transformers import CLIPImageProcessorPil
 
@@ -280,7 +280,7 @@ def test_text_tower_matches_sentence_transformers(clip_artifact, clip_reference,
 
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_vision_tower_matches_sentence_transformers(clip_artifact, clip_reference, clip_assets, kafka, batch_size):
-    from embedrt_export.clip import probe_images
+    from embedrt_export.builders.clip import probe_images
 
     inputs = [kafka, str(clip_assets / "franz-kafka.jpg"), *probe_images()]
     encoder = embedrt.load_engine(clip_artifact[0], tower="vision")
@@ -326,7 +326,7 @@ def test_encode_mixes_texts_and_images_in_input_order(clip_artifact, clip_refere
 def test_torchvision_image_backend_is_swapped_for_the_pil_one_embedrt_reproduces(clip_twin):
     from types import SimpleNamespace
 
-    from embedrt_export.clip import image_spec, reference_image_processor
+    from embedrt_export.builders.clip import image_spec, reference_image_processor
     from embedrt_export.source import read_source
 
     processor = SimpleNamespace(image_processor=SimpleNamespace(backend="torchvision"))

@@ -18,7 +18,8 @@ from embedrt import ArtifactError
 from embedrt.whitespace import WhitespaceTokenizer
 from embedrt_dev.corpora import sample_records
 from embedrt_dev.fetch.items import corpus_path
-from embedrt_export import SourceError, export, wordembed
+from embedrt_export import SourceError, export
+from embedrt_export.builders import wordembed
 from embedrt_export.fidelity import one_minus_cos
 from scipy.stats import pearsonr
 from sentence_transformers import SentenceTransformer as STModel

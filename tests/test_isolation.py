@@ -63,7 +63,9 @@ def test_built_wheel_base_requirements_have_no_torch(tmp_path):
         names = zf.namelist()
         assert any(n.startswith("embedrt/_kernels") and n.endswith((".so", ".pyd")) for n in names)
         # Every subpackage ships; the dev tooling and the test twins do not.
-        assert {"embedrt/serve/app.py", "embedrt/serve/batcher.py", "embedrt_export/export.py"} <= set(names)
+        assert {"embedrt/serve/app.py", "embedrt/serve/batcher.py", "embedrt_export/export.py",
+                "embedrt_export/builders/transformer.py", "embedrt_export/passes/simplify.py",
+                "embedrt_export/variants/rowwise.py"} <= set(names)
         assert not any("twins" in n or n.startswith("embedrt_dev/") for n in names), names
         meta_name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         meta = Parser().parsestr(zf.read(meta_name).decode())

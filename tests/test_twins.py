@@ -5,7 +5,8 @@ from __future__ import annotations
 import embedrt
 import pytest
 from embedrt_dev import twins
-from embedrt_export import SourceError, export, optimize, variants
+from embedrt_export import SourceError, export, variants
+from embedrt_export.variants import optimize
 from embedrt_export.verify import measure, probe_texts
 from sentence_transformers import SentenceTransformer as STModel
 

@@ -26,15 +26,18 @@ CALIBRATION = ["A man is eating food.", "Ein Mann isst Brot.", "short", "", "a m
 def twin_with_variants(twin_assets, tmp_path_factory, add_variants):
     """A tiny BERT twin exported, with every variant built and written into its artifact."""
     from embedrt_dev import twins
-    from embedrt_export import export, graph, optimize, variants
+    from embedrt_export import export, variants
+    from embedrt_export.builders.base import load_sentence_transformer
+    from embedrt_export.builders.transformer import calibration_feeds
+    from embedrt_export.variants import optimize
 
     root = tmp_path_factory.mktemp("variant-twin")
     src = twins.build_twin(root / "src", "bert", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
     export(src, root / "artifact")
-    reference = graph.load_sentence_transformer(str(src))
+    reference = load_sentence_transformer(str(src))
     facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
     candidates = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
-                                              calibration_feeds=graph.calibration_feeds(reference, CALIBRATION))
+                                              calibration_feeds=calibration_feeds(reference, CALIBRATION))
     add_variants(root / "artifact", candidates)
     return root / "artifact", reference, candidates
 
@@ -107,14 +110,15 @@ def test_packed_graph_equals_padded_and_refuses_a_mask_it_cannot_pack(twin_with_
     import onnx
     import onnxruntime as ort
     from embedrt import kernels
-    from embedrt_export import graph, kernel_fusion, rowwise
+    from embedrt_export.builders.transformer import calibration_feeds
+    from embedrt_export.variants import kernel_fusion, rowwise
 
     artifact, reference, candidates = twin_with_variants
     fp32 = (artifact / "text" / "model.onnx").read_bytes()
     if variant == "fp32_fused":
         padded_graph = kernel_fusion.fuse_fp32(onnx.load_from_string(fp32))
     else:
-        calibration = rowwise.calibrate_graph(fp32, graph.calibration_feeds(reference, CALIBRATION))
+        calibration = rowwise.calibrate_graph(fp32, calibration_feeds(reference, CALIBRATION))
         padded_graph = onnx.load_from_string(rowwise.quantize_rowwise_int8(fp32, calibration, kernels=True))
     packed_graph = onnx.load_from_string(next(c for c in candidates if c.name == variant).onnx_bytes)
     assert "PackRows" not in {n.op_type for n in padded_graph.graph.node}
@@ -177,8 +181,8 @@ def test_rowwise_quantizes_the_encoder_once_per_input(twin_with_variants):
     """Every encoder MatMul becomes MatMulIntegerToFloat (Q, K and V share one quantizer); the head's
     Dense stays fp32; the widest 1% of input channels (at least none) run in fp32 beside it."""
     import onnx
-    from embedrt_export import rowwise
-    from embedrt_export.optimize import head_nodes
+    from embedrt_export.onnx_edit import head_nodes
+    from embedrt_export.variants import rowwise
 
     artifact, _, candidates = twin_with_variants
     fp32 = onnx.load(str(artifact / "text" / "model.onnx"))
@@ -204,8 +208,8 @@ def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_
     from collections import Counter
 
     import onnx
-    from embedrt_export import rowwise
     from embedrt_export.fidelity import one_minus_cos
+    from embedrt_export.variants import rowwise
 
     artifact, _, candidates = twin_with_variants
     by_name = {c.name: c for c in candidates}
@@ -271,7 +275,7 @@ def test_info_names_the_kernels_a_variant_needs_and_where_they_run(twin_with_var
 
 def test_fp16_keeps_head_and_io_in_float32(twin_with_variants):
     import onnx
-    from embedrt_export.optimize import head_nodes
+    from embedrt_export.onnx_edit import head_nodes
 
     _, _, candidates = twin_with_variants
     by_name = {c.name: c for c in candidates}
@@ -296,11 +300,13 @@ def test_fp16_keeps_index_arithmetic_in_float32(twin_assets, tmp_path):
     integer Cast must see float32 inputs, and the fp16 twin must stay close to its fp32 graph."""
     import onnx
     from embedrt_dev import twins
-    from embedrt_export import export, graph, optimize
+    from embedrt_export import export
+    from embedrt_export.builders.base import load_sentence_transformer
+    from embedrt_export.variants import optimize
 
     src = twins.build_twin(tmp_path / "src", "mpnet", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
     export(src, tmp_path / "artifact")
-    facts = optimize.ArchFacts.from_config(graph.load_sentence_transformer(str(src))[0].auto_model.config)
+    facts = optimize.ArchFacts.from_config(load_sentence_transformer(str(src))[0].auto_model.config)
     fused = optimize.fuse((tmp_path / "artifact" / "text" / "model.onnx").read_bytes(), facts).onnx_bytes
     fused_model = onnx.load_from_string(fused)
     kept = optimize.index_nodes(fused_model)

@@ -58,7 +58,8 @@ def test_detect_isa_on_this_host_is_a_known_value():
 # -- gates and metrics -----------------------------------------------------------------------------
 def test_every_isa_has_a_quantization_config_and_a_gate():
     from embedrt.manifest import INT8_DYNAMIC
-    from embedrt_export import quantize, variants
+    from embedrt_export import variants
+    from embedrt_export.variants import quantize
 
     assert {f"int8_{i}" for i in quantize.ISA_CONFIGS} == set(INT8_DYNAMIC)
     assert set(INT8_DYNAMIC) <= set(variants.GATES)
@@ -88,7 +89,7 @@ def test_rowwise_outlier_channels_run_in_fp32_and_rows_quantize_alone():
     the rest in int8 with per-row scales, and each row's result does not depend on the others. Its
     bias Add goes into the fp32 channels' Gemm."""
     import onnxruntime as ort
-    from embedrt_export import rowwise
+    from embedrt_export.variants import rowwise
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -125,14 +126,14 @@ def test_rowwise_outlier_channels_run_in_fp32_and_rows_quantize_alone():
 
 
 def test_rowwise_needs_calibration_text():
-    from embedrt_export import rowwise
+    from embedrt_export.variants import rowwise
 
     with pytest.raises(ValueError, match="calibration"):
         rowwise.calibrate(None, [], [])
 
 
 def test_rowwise_zero_point_fits_the_rows():
-    from embedrt_export.rowwise import _zero_point
+    from embedrt_export.variants.rowwise import _zero_point
 
     rng = np.random.default_rng(0)
     symmetric = rng.normal(size=(500, 64))
@@ -144,7 +145,9 @@ def test_rowwise_zero_point_fits_the_rows():
 # -- real model: the fidelity gates on real text --------------------------------------------------------
 @pytest.mark.slow
 def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, tmp_path, add_variants):
-    from embedrt_export import graph, optimize, variants
+    from embedrt_export import variants
+    from embedrt_export.builders.transformer import calibration_feeds
+    from embedrt_export.variants import optimize
 
     artifact = tmp_path / "minilm"
     shutil.copytree(exported("all-MiniLM-L6-v2")[0], artifact)  # the exported artifact is shared
@@ -154,7 +157,7 @@ def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, t
     measured = set(spread_english(fortunes, 1200))
     calibration = [r["text"] for r in fortunes if r["lang"] == "en" and r["text"] not in measured][::5]
     candidates = variants.build_text_variants((artifact / "text" / "model.onnx").read_bytes(), facts,
-                                              calibration_feeds=graph.calibration_feeds(reference, calibration))
+                                              calibration_feeds=calibration_feeds(reference, calibration))
     add_variants(artifact, candidates)
     # 1,200 English texts (200 queries against 1,000) plus ~80 multilingual ones for max 1-cos.
     texts = spread_english(fortunes, 1200)

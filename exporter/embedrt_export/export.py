@@ -1,8 +1,9 @@
 """``export(src, out)``: sentence-transformers folder → verified embedrt artifact folder.
 
-The first module of the source decides the builder (``Transformer`` here; word-embedding and
-CLIP models plug in their own); everything after building — staging, hashing, verification
-through the runtime, the atomic rename — is shared.
+The orchestration only: the first module of the source picks the builder
+(:data:`embedrt_export.builders.BUILDERS`: transformer, word-embedding, CLIP), which returns the graph
+files; everything after building — staging, hashing, the manifest, verification through the runtime,
+the requested graph variants (:mod:`embedrt_export.variants`), the atomic rename — is here and shared.
 """
 
 from __future__ import annotations
@@ -11,49 +12,25 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from embedrt.artifact import sha256_bytes
 from embedrt.catalogue import Entry
-from embedrt.manifest import (
-    MANIFEST_NAME,
-    SCHEMA,
-    FileEntry,
-    GraphVariant,
-    Manifest,
-    TokenizerSpec,
-    Tower,
-)
+from embedrt.manifest import MANIFEST_NAME, SCHEMA, FileEntry, Manifest
 
-from . import clip, graph, verify, wordembed
+from . import verify
+from .builders import BUILDERS
+from .builders.base import load_sentence_transformer
+from .builders.transformer import calibration_feeds
 from .resolve import check_stack
 from .source import SourceSpec, read_source
-
-TEXT_GRAPH = "text/model.onnx"
-TOKENIZER = "tokenizer.json"
 
 
 class ExportError(RuntimeError):
     """The export ran but its result is not acceptable (e.g. parity missed)."""
-
-
-@dataclass
-class Built:
-    """What a builder produces: file contents, towers, tokenizer, and how to measure parity.
-
-    ``measure(reference, runtime_model)`` returns per-tower parity figures, each with at least
-    ``max_one_minus_cos``; the default measures the text tower on the probe texts.
-    """
-
-    files: dict[str, bytes]
-    towers: dict[str, Tower]
-    tokenizer: TokenizerSpec
-    embedding_dimension: int
-    extra: dict[str, Any] = field(default_factory=dict)
-    measure: Callable[[Any, Any], dict[str, dict[str, float]]] | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -77,27 +54,6 @@ def _similarity(source: SourceSpec) -> tuple[str, str]:
     return "cosine", "default"
 
 
-def build_transformer(model: Any, source: SourceSpec) -> Built:
-    """Builder for Transformer-based models: one text graph with the whole module chain inside."""
-    text_graph = graph.export_text_graph(model)
-    tokenizer_text, pad_id = graph.tokenizer_json(model)
-    return Built(
-        files={TEXT_GRAPH: text_graph.onnx_bytes, TOKENIZER: tokenizer_text.encode("utf-8")},
-        towers={"text": Tower(variants={"fp32": GraphVariant(
-            file=TEXT_GRAPH, opset=text_graph.opset, inputs=text_graph.inputs, outputs=text_graph.outputs)})},
-        tokenizer=TokenizerSpec(kind="hf", file=TOKENIZER, max_seq_length=int(model.max_seq_length),
-                                pad_token_id=pad_id, model_max_length=graph.position_limit(model)),
-        embedding_dimension=int(model.get_embedding_dimension()),
-    )
-
-
-BUILDERS: dict[str, Callable[[Any, SourceSpec], Built]] = {
-    "Transformer": build_transformer,
-    "WordEmbeddings": wordembed.build,
-    "CLIPModel": clip.build,
-}
-
-
 def _measure_text(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
     probes: list[Any] = list(verify.probe_texts(ours.max_seq_length))
     if "pair" in ours.manifest.input_kinds:
@@ -111,7 +67,7 @@ def _add_variants(manifest: Manifest, staging: Path, model: Any, names: Sequence
     import embedrt
 
     from . import variants as v
-    from .optimize import ArchFacts
+    from .variants.optimize import ArchFacts
 
     if not texts:
         raise ValueError("graph variants need real fidelity texts (fidelity_texts=, CLI --texts FILE)")
@@ -119,7 +75,7 @@ def _add_variants(manifest: Manifest, staging: Path, model: Any, names: Sequence
     facts = ArchFacts.from_config(model[0].auto_model.config)
     fp32 = (staging / manifest.towers["text"].variants["fp32"].file).read_bytes()
     calibrated = {v.INT8_ROWWISE, v.INT8_ROWWISE_FUSED} & set(names)
-    feeds = graph.calibration_feeds(model, texts) if calibrated else []
+    feeds = calibration_feeds(model, texts) if calibrated else []
     for candidate in v.build_text_variants(fp32, facts, names, feeds):
         if candidate.note:
             log(f"variant {candidate.name}: {candidate.note}")
@@ -159,7 +115,7 @@ def export(src: str | Path, out: str | Path, *, name: str | None = None, overwri
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    model = graph.load_sentence_transformer(str(source.path))
+    model = load_sentence_transformer(str(source.path))
     if expect is not None:
         check_stack(expect, source, model)
     built = BUILDERS[source.modules[0].kind](model, source)

@@ -14,7 +14,7 @@ class SourceError(ValueError):
 
 # Module class names (last component of modules.json "type") this exporter knows how to put in a graph.
 SUPPORTED_MODULES = ("Transformer", "WordEmbeddings", "CLIPModel", "Pooling", "Dense", "LayerNorm", "Normalize")
-# Modules that turn raw input into embeddings; each has its own builder in ``export.BUILDERS``.
+# Modules that turn raw input into embeddings; each has its own builder in ``builders.BUILDERS``.
 INPUT_MODULES = ("Transformer", "WordEmbeddings", "CLIPModel")
 
 

@@ -1,11 +1,11 @@
 // embedrt's ONNX Runtime kernel library (op domain "ai.embedrt") for the int8_rowwise_fused and
 // fp32_fused graphs: the one file setup.py compiles, which includes the parts below.
 //
-// int8_rowwise (embedrt_export/rowwise.py) quantizes each token's row on its own; in standard ONNX ops
+// int8_rowwise (embedrt_export/variants/rowwise.py) quantizes each token's row on its own; in standard ONNX ops
 // that takes a dozen small kernels per MatMul input and three passes over every MatMul output, each
 // a separate trip through memory. These kernels do each step in one pass over a row while it is in
 // cache. The int8 GEMM itself stays ONNX Runtime's (com.microsoft.MatMulIntegerToFloat). The
-// exporter's rewrite is embedrt_export/rowwise.py + kernel_fusion.py; the runtime registers this
+// exporter's rewrite is embedrt_export/variants/rowwise.py + kernel_fusion.py; the runtime registers this
 // library through embedrt/kernels.py.
 //
 // Every row is computed from that row alone, so an embedding never depends on its batch. The

@@ -21,7 +21,7 @@ from typing import Any
 
 import onnx
 
-MS_DOMAIN = "com.microsoft"
+from ..onnx_edit import GraphIndex, attribute, head_nodes, set_nodes, with_op_domains
 
 # Ops the fusions produce; their counts say whether a fusion actually matched the traced graph.
 FUSED_OP_TYPES = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",
@@ -30,8 +30,6 @@ FUSED_OP_TYPES = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", 
 # Kept in float32 by the fp16 conversion: reductions over the hidden size and softmax lose too much
 # in half precision, and ORT's GPU kernels for these take float32 islands cheaply.
 FP16_BLOCKED_OPS = ("LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization", "Softmax")
-
-TOKEN_OUTPUT = "token_embeddings"
 
 # onnxruntime.transformers' "bert" patterns match every BERT-like encoder we export (checked on
 # bert, distilbert, roberta, xlm-roberta and mpnet twins); MPNet's relative position bias keeps
@@ -60,17 +58,6 @@ class Fused:
     fused_ops: dict[str, int]
 
 
-def with_op_domains(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Add an opset import for each op domain besides ONNX's that the graph uses, e.g. com.microsoft's
-    contrib ops or embedrt's ``ai.embedrt`` kernels (in place; returns ``model``)."""
-    # optimize_model only adds the com.microsoft opset import when it saves to a file; graphs
-    # passed around as bytes need it too, or onnx shape inference (used by the quantizer) fails.
-    imported = {o.domain for o in model.opset_import}
-    for domain in sorted({n.domain for n in model.graph.node} - imported - {"", "ai.onnx"}):
-        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
-    return model
-
-
 def fusion_options() -> Any:
     """Fusion settings: exact GELU, explicit 2-D attention mask, everything else ORT's bert defaults."""
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
@@ -96,24 +83,6 @@ def fuse(onnx_bytes: bytes, facts: ArchFacts) -> Fused:
     return Fused(onnx_bytes=model.SerializeToString(), fused_ops=counts)
 
 
-def head_nodes(model: onnx.ModelProto, token_output: str = TOKEN_OUTPUT) -> list[str]:
-    """Names of the nodes downstream of ``token_output``: pooling, Dense, LayerNorm, Normalize."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    seen: dict[int, onnx.NodeProto] = {}
-    stack = [token_output]
-    while stack:
-        for node in consumers.get(stack.pop(), []):
-            if id(node) not in seen:
-                seen[id(node)] = node
-                stack.extend(node.output)
-    if any(not node.name for node in seen.values()):
-        raise ValueError("a sentence-embedding head node has no name, so it cannot be kept in float32 by name")
-    return sorted(node.name for node in seen.values())
-
-
 INTEGER_TYPES = frozenset({onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32,
                            onnx.TensorProto.INT64, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16,
                            onnx.TensorProto.UINT32, onnx.TensorProto.UINT64})
@@ -125,9 +94,9 @@ def index_nodes(model: onnx.ModelProto) -> list[str]:
     round across an integer and pick another bucket, which changed whole embeddings (mpnet-base's
     fp16 variant against sentence-transformers on 2,000 fortunes: worst 1−cos 3.6e-3, and 1.9e-5
     with these nodes kept in float32)."""
-    produced = {out: node for node in model.graph.node for out in node.output}
+    produced = GraphIndex(model.graph).producer
     stack = [node.input[0] for node in model.graph.node
-             if node.op_type == "Cast" and any(a.name == "to" and a.i in INTEGER_TYPES for a in node.attribute)]
+             if node.op_type == "Cast" and attribute(node, "to") in INTEGER_TYPES]
     seen: dict[str, onnx.NodeProto] = {}
     while stack:
         node = produced.get(stack.pop())
@@ -153,8 +122,7 @@ def _drop_repeated_casts(model: onnx.ModelProto) -> None:
             continue
         outputs.update(node.output)
         kept.append(node)
-    del model.graph.node[:]
-    model.graph.node.extend(kept)
+    set_nodes(model.graph, kept)
 
 
 def to_fp16(onnx_bytes: bytes) -> bytes:

@@ -19,10 +19,9 @@ from embedrt.manifest import GraphVariant, TokenizerSpec, Tower
 from embedrt.whitespace import WhitespaceTokenizer
 from onnx import TensorProto, helper, numpy_helper
 
-# export.py imports this module to register ``build``; only its attributes are used, at call time.
-from . import export, verify
-from .graph import OPSET, OUTPUTS
-from .source import SourceError, SourceSpec
+from .. import verify
+from ..source import SourceError, SourceSpec
+from .base import OPSET, OUTPUTS, TEXT_GRAPH, Built
 
 TOKENIZER_FILE = "whitespace_tokenizer.json"
 INPUTS = ("input_ids", "attention_mask")
@@ -79,7 +78,7 @@ class _Graph:
 
 
 def _sequence_sum(g: _Graph, x: str) -> str:
-    """Sum of [batch, seq, dim] over seq, position after position (:mod:`embedrt_export.invariance`: a sum
+    """Sum of [batch, seq, dim] over seq, position after position (:mod:`embedrt_export.passes.invariance`: a sum
     that does not depend on the batch)."""
     axis1 = g.const([1], "axis1", np.int64)
     running = g.op("CumSum", x, g.const(1, "axis", np.int64))
@@ -206,7 +205,7 @@ def build_graph(model: Any) -> tuple[bytes, bytes | None]:
         return graph_bytes, None
     # The checker reads external data from files, so check the pair as the artifact will hold it.
     with tempfile.TemporaryDirectory(prefix="embedrt-wordembed-") as tmp:
-        graph_file = Path(tmp) / Path(export.TEXT_GRAPH).name
+        graph_file = Path(tmp) / Path(TEXT_GRAPH).name
         graph_file.write_bytes(graph_bytes)
         (Path(tmp) / Path(DATA_FILE).name).write_bytes(data)
         onnx.checker.check_model(str(graph_file))
@@ -247,17 +246,17 @@ def measure(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
     return {"text": verify.measure(reference, ours, texts).as_dict()}
 
 
-def build(model: Any, source: SourceSpec) -> export.Built:
-    """Builder for ``export.BUILDERS["WordEmbeddings"]``: the graph, the whitespace tokenizer and their parity."""
+def build(model: Any, source: SourceSpec) -> Built:
+    """Builder for ``BUILDERS["WordEmbeddings"]``: the graph, the whitespace tokenizer and their parity."""
     tokenizer = runtime_tokenizer(model)
     graph_bytes, data = build_graph(model)
-    files = {export.TEXT_GRAPH: graph_bytes, TOKENIZER_FILE: tokenizer.to_json().encode("utf-8")}
+    files = {TEXT_GRAPH: graph_bytes, TOKENIZER_FILE: tokenizer.to_json().encode("utf-8")}
     if data is not None:
         files[DATA_FILE] = data
-    return export.Built(
+    return Built(
         files=files,
         towers={"text": Tower(variants={"fp32": GraphVariant(
-            file=export.TEXT_GRAPH, opset=OPSET, inputs=INPUTS, outputs=OUTPUTS,
+            file=TEXT_GRAPH, opset=OPSET, inputs=INPUTS, outputs=OUTPUTS,
             external_data=DATA_FILE if data is not None else None)})},
         tokenizer=TokenizerSpec(kind="whitespace", file=TOKENIZER_FILE, max_seq_length=tokenizer.max_seq_length,
                                 pad_token_id=PAD_TOKEN_ID),

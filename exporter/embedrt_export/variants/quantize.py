@@ -30,7 +30,7 @@ from pathlib import Path
 
 import onnx
 
-from .optimize import with_op_domains
+from ..onnx_edit import with_op_domains
 
 BLOCK_SIZE = 32
 # QAttention (from a fused Attention op) and MatMul; embedding tables (Gather/EmbedLayerNormalization)

@@ -1,4 +1,5 @@
-"""Trace a whole sentence-transformers model (transformer → pooling → Dense → LayerNorm → Normalize) to ONNX.
+"""Builder for Transformer-based models: the whole sentence-transformers model (transformer → pooling →
+Dense → LayerNorm → Normalize) traced to one ONNX text graph.
 
 The wrapper calls the sentence-transformers modules themselves, so every head is computed by
 the very code the reference uses; there is no re-implementation of pooling to drift from it.
@@ -7,15 +8,17 @@ the very code the reference uses; there is no re-implementation of pooling to dr
 from __future__ import annotations
 
 import contextlib
-import io
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-OPSET = 17
+from embedrt.manifest import GraphVariant, TokenizerSpec, Tower
+
+from ..source import SourceSpec
+from .base import OPSET, OUTPUTS, TEXT_GRAPH, TOKENIZER, Built, tokenizer_json
+from .trace import trace
+
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-OUTPUTS = ("sentence_embedding", "token_embeddings")
 
 
 @dataclass(frozen=True)
@@ -26,14 +29,6 @@ class TextGraph:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     opset: int
-
-
-def load_sentence_transformer(path: str) -> Any:
-    """Load the reference model on CPU in fp32, eval mode."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-    return model.eval()
 
 
 def graph_inputs(model: Any) -> tuple[str, ...]:
@@ -62,12 +57,10 @@ def _eager_attention(model: Any) -> Iterator[None]:
 def export_text_graph(model: Any) -> TextGraph:
     """Export ``model`` with dynamic batch and sequence axes; outputs sentence and token embeddings.
 
-    The trace is simplified (:func:`embedrt_export.simplify.simplify`) and its pooling sums made
-    batch-invariant (:func:`batch_invariant`) before it is returned.
+    The trace is simplified and its pooling sums made batch-invariant (:func:`.trace.trace`) before
+    it is returned.
     """
     import torch
-
-    from .simplify import simplify
 
     inputs = graph_inputs(model)
 
@@ -86,26 +79,8 @@ def export_text_graph(model: Any) -> TextGraph:
     dynamic = {n: {0: "batch", 1: "sequence"} for n in inputs}
     dynamic["sentence_embedding"] = {0: "batch"}
     dynamic["token_embeddings"] = {0: "batch", 1: "sequence"}
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings(), _eager_attention(model):
-        # The TorchScript exporter is deprecated but stable and exact for these graphs; its
-        # tracer warnings are about shape-dependent Python branches that are constant here.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_Wrapper(model).eval(), args, buffer, input_names=list(inputs),
-                          output_names=list(OUTPUTS), dynamic_axes=dynamic, opset_version=OPSET,
-                          do_constant_folding=True, dynamo=False)
-    onnx_bytes, _ = simplify(buffer.getvalue())
-    return TextGraph(onnx_bytes=batch_invariant(onnx_bytes), inputs=inputs, outputs=OUTPUTS, opset=OPSET)
-
-
-def batch_invariant(onnx_bytes: bytes) -> bytes:
-    """The graph with its sums over the sequence made independent of the batch (:mod:`embedrt_export.invariance`)."""
-    import onnx
-
-    from .invariance import sequential_sums
-
-    model = onnx.load_from_string(onnx_bytes)
-    return model.SerializeToString() if sequential_sums(model) else onnx_bytes
+    onnx_bytes = trace(_Wrapper(model), args, inputs, OUTPUTS, dynamic, within=_eager_attention(model))
+    return TextGraph(onnx_bytes=onnx_bytes, inputs=inputs, outputs=OUTPUTS, opset=OPSET)
 
 
 CALIBRATION_TEXTS = 256
@@ -134,15 +109,15 @@ def position_limit(model: Any) -> int | None:
     return limit - (padding_idx + 1) if isinstance(padding_idx, int) else limit
 
 
-def tokenizer_json(model: Any) -> tuple[str, int]:
-    """The tokenizer sentence-transformers uses (normalizers included), without padding/truncation."""
-    from tokenizers import Tokenizer
-
-    hf_tokenizer = model[0].tokenizer
-    backend = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
-    backend.no_padding()
-    backend.no_truncation()
-    pad_id = hf_tokenizer.pad_token_id
-    if pad_id is None:
-        raise ValueError("the source tokenizer has no pad token; cannot batch inputs")
-    return backend.to_str(), int(pad_id)
+def build(model: Any, source: SourceSpec) -> Built:
+    """Builder for ``BUILDERS["Transformer"]``: one text graph with the whole module chain inside."""
+    text_graph = export_text_graph(model)
+    tokenizer_text, pad_id = tokenizer_json(model)
+    return Built(
+        files={TEXT_GRAPH: text_graph.onnx_bytes, TOKENIZER: tokenizer_text.encode("utf-8")},
+        towers={"text": Tower(variants={"fp32": GraphVariant(
+            file=TEXT_GRAPH, opset=text_graph.opset, inputs=text_graph.inputs, outputs=text_graph.outputs)})},
+        tokenizer=TokenizerSpec(kind="hf", file=TOKENIZER, max_seq_length=int(model.max_seq_length),
+                                pad_token_id=pad_id, model_max_length=position_limit(model)),
+        embedding_dimension=int(model.get_embedding_dimension()),
+    )

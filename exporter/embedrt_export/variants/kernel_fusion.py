@@ -1,6 +1,6 @@
 """Folds the steps after each row-wise rescale into embedrt's kernels (the ``int8_rowwise_fused`` graph).
 
-After :func:`embedrt_export.rowwise.rewrite` with ``kernels=True`` every quantized MatMul ends in an
+After :func:`.rowwise.rewrite` with ``kernels=True`` every quantized MatMul ends in an
 ``ai.embedrt.RowDequantize``. Two patterns that follow it become one kernel that finishes the row
 while it is in cache (``runtime/kernels/quantize_ops.h``):
 
@@ -26,58 +26,12 @@ by float rounding only (GELU's erf is within 1.5e-7).
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import onnx
 from embedrt.manifest import KERNELS_DOMAIN as DOMAIN
-from onnx import helper, numpy_helper
+from onnx import helper
 
-from .optimize import with_op_domains
-
-
-class GraphIndex:
-    """Producers, consumers and constant values of a graph's tensors."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.uses: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for node in graph.node:
-            for name in node.input:
-                self.uses[name].append(node)
-        self.producer = {out: node for node in graph.node for out in node.output}
-        self.constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        self.outputs = {o.name for o in graph.output}
-
-    def only_use(self, name: str, op_type: str) -> onnx.NodeProto | None:
-        """The single node reading ``name`` if it is an ``op_type`` and ``name`` is not a graph output."""
-        uses = self.uses.get(name, [])
-        if len(uses) == 1 and uses[0].op_type == op_type and name not in self.outputs:
-            return uses[0]
-        return None
-
-    def scalar(self, name: str) -> float | None:
-        value = self.constants.get(name)
-        return float(value) if value is not None and value.size == 1 else None
-
-    def other_input(self, node: onnx.NodeProto, name: str) -> str:
-        return node.input[1] if node.input[0] == name else node.input[0]
-
-
-def _splice(graph: onnx.GraphProto, placed: dict[int, list[onnx.NodeProto]], dropped: set[int]) -> None:
-    """Put the new nodes where the node of that ``id`` was and remove the ``dropped`` ones."""
-    nodes = [new for n in graph.node if id(n) in placed or id(n) not in dropped for new in placed.get(id(n), [n])]
-    del graph.node[:]
-    graph.node.extend(nodes)
-
-
-def _attribute(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
+from ..onnx_edit import GraphIndex, NewInitializers, attribute, copy_model, splice, with_op_domains, without_dead_nodes
 
 
 def _gelu_output(g: GraphIndex, x: str) -> tuple[str, list[onnx.NodeProto]] | None:
@@ -86,7 +40,7 @@ def _gelu_output(g: GraphIndex, x: str) -> tuple[str, list[onnx.NodeProto]] | No
     if x in g.outputs:
         return None
     if len(uses) == 1 and uses[0].op_type == "Gelu":
-        exact = _attribute(uses[0], "approximate", b"none") in (b"none", "none")
+        exact = attribute(uses[0], "approximate", b"none") in (b"none", "none")
         return (uses[0].output[0], uses) if exact else None
     if sorted(n.op_type for n in uses) != ["Div", "Mul"]:
         return None
@@ -107,7 +61,7 @@ def _gelu_output(g: GraphIndex, x: str) -> tuple[str, list[onnx.NodeProto]] | No
 def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold LayerNorm and GELU into the ``RowDequantize`` ops of ``model`` (in place; returns it)."""
     graph = model.graph
-    new_constants: list[onnx.TensorProto] = []
+    const = NewInitializers()
 
     def rewrite(match) -> None:
         g = GraphIndex(graph)
@@ -120,22 +74,22 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
                     fused, gone = found
                     replaced[id(gone[-1])] = [fused]
                     dropped |= {id(node), *(id(n) for n in gone)}
-        _splice(graph, replaced, dropped)
+        splice(graph, replaced, dropped)
 
     def layer_norm(g: GraphIndex, node: onnx.NodeProto):
         out = node.output[0]
         add = g.only_use(out, "Add")
         norm = add and g.only_use(add.output[0], "LayerNormalization")
-        if norm is None or _attribute(norm, "axis", -1) != -1 or any(norm.output[1:]) or \
+        if norm is None or attribute(norm, "axis", -1) != -1 or any(norm.output[1:]) or \
                 norm.input[1] not in g.constants:
             return None
         gamma = norm.input[1]
         beta = norm.input[2] if len(norm.input) > 2 and norm.input[2] else None
         if beta is None:
             beta = node.name + "/zero_beta"
-            new_constants.append(numpy_helper.from_array(np.zeros_like(g.constants[gamma]), beta))
+            const(np.zeros_like(g.constants[gamma]), beta)
         epsilon = node.name + "/epsilon"
-        new_constants.append(numpy_helper.from_array(np.array(_attribute(norm, "epsilon", 1e-5), np.float32), epsilon))
+        const(np.array(attribute(norm, "epsilon", 1e-5), np.float32), epsilon)
         fused = helper.make_node(
             "RowDequantizeAddLayerNorm", [*node.input[:4], g.other_input(add, out), gamma, beta, epsilon],
             [norm.output[0]], domain=DOMAIN, name=node.name + "AddLayerNorm")
@@ -157,12 +111,12 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
     # LayerNorm first: it frees the GELU output from the next RowDequantize, which reads it as `like`.
     rewrite(layer_norm)
     rewrite(gelu_quantize)
-    graph.initializer.extend(new_constants)
-    return _without_dead_nodes(model)
+    const.add_to(graph)
+    return without_dead_nodes(model)
 
 
 def _perm(node: onnx.NodeProto) -> list[int]:
-    return list(_attribute(node, "perm", []))
+    return list(attribute(node, "perm", []))
 
 
 def _head_split(g: GraphIndex, name: str, perm: list[int]) -> tuple[str, int, list[onnx.NodeProto]] | None:
@@ -189,7 +143,7 @@ def _shape_entry(g: GraphIndex, name: str, index: int) -> int | None:
     return int(part.reshape(-1)[0]) if part is not None and part.size == 1 and int(part.reshape(-1)[0]) > 0 else None
 
 
-def _attention(g: GraphIndex, scores: onnx.NodeProto, constants: list[onnx.TensorProto]):
+def _attention(g: GraphIndex, scores: onnx.NodeProto, const: NewInitializers):
     """For the attention whose ``MatMul(q, kᵀ)`` is ``scores``: ([(node whose place it takes, new nodes)],
     the nodes it replaces), or None."""
     q = _head_split(g, scores.input[0], [0, 2, 1, 3])
@@ -207,7 +161,7 @@ def _attention(g: GraphIndex, scores: onnx.NodeProto, constants: list[onnx.Tenso
         node = add
     softmax = g.only_use(node.output[0], "Softmax")
     context = softmax and g.only_use(softmax.output[0], "MatMul")
-    if not biases or len(biases) > 2 or context is None or _attribute(softmax, "axis", -1) not in (-1, 3):
+    if not biases or len(biases) > 2 or context is None or attribute(softmax, "axis", -1) not in (-1, 3):
         return None
     v = _head_split(g, context.input[1], [0, 2, 1, 3])
     merge = g.only_use(context.output[0], "Transpose")
@@ -219,12 +173,12 @@ def _attention(g: GraphIndex, scores: onnx.NodeProto, constants: list[onnx.Tenso
         return None
     name = context.name + "/embedrt_attention"
     scale = factor if scaled.op_type == "Mul" else 1.0 / factor
-    constants += [numpy_helper.from_array(np.array(scale, np.float32), name + "/scale"),
-                  numpy_helper.from_array(np.array(q[1], np.int64), name + "/head_size")]
+    const(np.array(scale, np.float32), name + "/scale")
+    const(np.array(q[1], np.int64), name + "/head_size")
     projections = [_projection(g, t) for t in (q[0], k[0], v[0])]
     if any(p is None for p in projections):
         return None
-    constants.append(numpy_helper.from_array(np.concatenate([p[1] for p in projections]), name + "/qkv_bias"))
+    const(np.concatenate([p[1] for p in projections]), name + "/qkv_bias")
     fused = helper.make_node("Attention", [*(p[0] for p in projections), name + "/qkv_bias", name + "/scale",
                                            name + "/head_size", *biases], [reshape.output[0]], domain=DOMAIN, name=name)
     gone = [*chain, softmax, context, merge, *q[2], *k[2], *v[2]]
@@ -250,48 +204,30 @@ def _projection(g: GraphIndex, name: str) -> tuple[str, np.ndarray, list[onnx.No
 def fuse_attention(model: onnx.ModelProto) -> onnx.ModelProto:
     """Replace each traced attention of ``model`` by ``ai.embedrt.Attention``; ``model`` itself when a
     replaced tensor is still read elsewhere (then nothing is fused)."""
-    fused_model = onnx.ModelProto()
-    fused_model.CopyFrom(model)
+    fused_model = copy_model(model)
     graph = fused_model.graph
     g = GraphIndex(graph)
-    constants: list[onnx.TensorProto] = []
+    const = NewInitializers()
     placed: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
     for node in graph.node:
         if node.op_type == "MatMul":
-            found = _attention(g, node, constants)
+            found = _attention(g, node, const)
             if found is not None:
                 # The attention goes where the head merge ended: q, k, v and the biases exist by then.
                 placements, gone = found
-                for anchor, new in placements:
-                    placed[id(anchor)] = new
+                for anchor, nodes in placements:
+                    placed[id(anchor)] = nodes
                 dropped |= {id(n) for n in gone}
-    _splice(graph, placed, dropped)
-    graph.initializer.extend(constants)
-    _without_dead_nodes(fused_model)
+    splice(graph, placed, dropped)
+    const.add_to(graph)
+    without_dead_nodes(fused_model)
     known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
     for node in graph.node:
         if not set(node.input) <= known:
             return model
         known.update(node.output)
     return fused_model
-
-
-def _without_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Drop nodes (and initializers) nothing reads, e.g. the shape arithmetic of a replaced head merge."""
-    graph = model.graph
-    live = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(graph.node):
-        if any(out in live for out in node.output):
-            kept.append(node)
-            live.update(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    initializers = [init for init in graph.initializer if init.name in live]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    return model
 
 
 def _bias_add(g: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None:
@@ -309,7 +245,7 @@ def fuse_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
     """The ``fp32_fused`` graph of a plain fp32 text graph (in place; returns the fused model)."""
     graph = model.graph
     g = GraphIndex(graph)
-    constants: list[onnx.TensorProto] = []
+    const = NewInitializers()
     placed: dict[int, list[onnx.NodeProto]] = {}
     dropped: set[int] = set()
     for node in graph.node:
@@ -319,10 +255,10 @@ def fuse_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
         x, bias = found
         residual_add = g.only_use(node.output[0], "Add")
         norm = residual_add and g.only_use(residual_add.output[0], "LayerNormalization")
-        if norm is not None and _attribute(norm, "axis", -1) == -1 and not any(norm.output[1:]) and \
+        if norm is not None and attribute(norm, "axis", -1) == -1 and not any(norm.output[1:]) and \
                 len(norm.input) > 2 and norm.input[2]:
             epsilon = node.name + "/epsilon"
-            constants.append(numpy_helper.from_array(np.array(_attribute(norm, "epsilon", 1e-5), np.float32), epsilon))
+            const(np.array(attribute(norm, "epsilon", 1e-5), np.float32), epsilon)
             placed[id(norm)] = [helper.make_node(
                 "BiasAddLayerNorm", [x, bias, g.other_input(residual_add, node.output[0]), norm.input[1],
                                      norm.input[2], epsilon], [norm.output[0]], domain=DOMAIN, name=node.name + "LN")]
@@ -334,6 +270,6 @@ def fuse_fp32(model: onnx.ModelProto) -> onnx.ModelProto:
             placed[id(gelu_nodes[-1])] = [helper.make_node("BiasGelu", [x, bias], [gelu_out], domain=DOMAIN,
                                                            name=node.name + "Gelu")]
             dropped |= {id(node), *(id(n) for n in gelu_nodes)}
-    _splice(graph, placed, dropped)
-    graph.initializer.extend(constants)
-    return with_op_domains(fuse_attention(_without_dead_nodes(model)))
+    splice(graph, placed, dropped)
+    const.add_to(graph)
+    return with_op_domains(fuse_attention(without_dead_nodes(model)))

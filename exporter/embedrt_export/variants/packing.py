@@ -23,7 +23,7 @@ import onnx
 from embedrt.manifest import KERNELS_DOMAIN as DOMAIN
 from onnx import TensorProto, helper
 
-from .kernel_fusion import GraphIndex
+from ..onnx_edit import GraphIndex, attribute, copy_model, set_nodes
 
 MASK = "attention_mask"
 PACKED = "/packed"
@@ -41,8 +41,7 @@ _ROW_KERNELS = {"RowQuantize", "RowDequantize", "RowDequantizeAddLayerNorm", "Ro
 
 
 def _last_axis_only(node: onnx.NodeProto) -> bool:
-    axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
-    return axis == -1
+    return attribute(node, "axis", -1) == -1
 
 
 class _Plan:
@@ -124,8 +123,7 @@ def pack(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
             plan = candidate
     if plan is None:
         return model, "no point in the graph from which every attention runs on packed rows"
-    packed_model = onnx.ModelProto()
-    packed_model.CopyFrom(model)
+    packed_model = copy_model(model)
     graph = packed_model.graph
     row_ids = {id(n) for n in plan.row_nodes}
     lengths = plan.entry + "/lengths"
@@ -153,6 +151,5 @@ def pack(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
             if out in plan.unpacked and out != plan.entry:
                 new_nodes.append(helper.make_node("UnpackRows", [out + PACKED, MASK], [out],
                                                   domain=DOMAIN, name=out + "/UnpackRows"))
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+    set_nodes(graph, new_nodes)
     return packed_model, None

@@ -4,6 +4,17 @@
 into the staging artifact, loads it through the runtime, measures it with :func:`measure` against
 sentence-transformers' own embeddings of real texts, and writes only the variants whose
 :class:`Gate` passes, recording the figures as the variant's parity.
+
+This package's own module holds what every variant shares: the gates (:data:`GATES`), where each
+variant runs (:data:`CPU_ISA`, :data:`DEVICES`), :class:`Candidate`, :func:`build_text_variants`,
+:func:`with_variant` and :func:`measure`. Each recipe is a module of its own:
+
+- :mod:`.optimize`: ONNX Runtime's transformer fusions (``optimized``) and the float16 conversion (``fp16``);
+- :mod:`.quantize`: ONNX Runtime's dynamic per-ISA int8 (``int8_<isa>``) and blockwise int8 (``int8_blockwise``);
+- :mod:`.rowwise`: row-wise int8 (``int8_rowwise``, and the quantized layers of ``int8_rowwise_fused``);
+- :mod:`.kernel_fusion`: LayerNorm, GELU and attention folded into embedrt's kernels (``fp32_fused``,
+  ``int8_rowwise_fused``);
+- :mod:`.packing`: the ``_fused`` graphs' layers on packed rows, the batch's padding cut out.
 """
 
 from __future__ import annotations
@@ -30,8 +41,10 @@ from embedrt.manifest import (
 )
 from embedrt.selection import RANKING_GATE, Gate
 
-from . import fidelity, kernel_fusion, optimize, packing, quantize, rowwise
-from .fidelity import one_minus_cos
+from .. import fidelity
+from ..fidelity import one_minus_cos
+from ..onnx_edit import with_op_domains
+from . import kernel_fusion, optimize, packing, quantize, rowwise
 
 VARIANT_FILE = "text/model.{name}.onnx"
 BATCH_PROBE = 32  # texts encoded one by one and as one batch to measure batch invariance
@@ -100,10 +113,10 @@ class Candidate:
 
 
 def _on_packed_rows(model: onnx.ModelProto) -> tuple[bytes, str]:
-    """The graph with its layers on packed rows (:mod:`embedrt_export.packing`), and why not where it can't be
+    """The graph with its layers on packed rows (:mod:`.packing`), and why not where it can't be
     (empty when it could)."""
     packed, why = packing.pack(model)
-    return optimize.with_op_domains(packed).SerializeToString(), f"layers left on padded rows: {why}" if why else ""
+    return with_op_domains(packed).SerializeToString(), f"layers left on padded rows: {why}" if why else ""
 
 
 def _default_opset(onnx_bytes: bytes) -> int:

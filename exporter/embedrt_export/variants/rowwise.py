@@ -28,7 +28,7 @@ Arm); see ``embedrt.isa``.
 The sentence-embedding head (Dense layers after pooling) stays fp32.
 
 ``int8_rowwise_fused`` is this recipe on embedrt's own ONNX Runtime kernels (``runtime/kernels``,
-``rewrite(..., kernels=True)`` + :mod:`embedrt_export.kernel_fusion`): the same constants, with each
+``rewrite(..., kernels=True)`` + :mod:`.kernel_fusion`): the same constants, with each
 group's quantization one op and each MatMul's rescale one op, LayerNorm, GELU and attention folded
 in. In standard ops those steps were ~30% of the graph's time, run one small kernel at a time.
 """
@@ -44,8 +44,17 @@ import onnx
 from embedrt.manifest import KERNELS_DOMAIN
 from onnx import TensorProto, helper, numpy_helper
 
+from ..onnx_edit import (
+    MS_DOMAIN,
+    GraphIndex,
+    NewInitializers,
+    copy_model,
+    head_nodes,
+    keep_initializers,
+    set_nodes,
+    with_op_domains,
+)
 from .kernel_fusion import fuse_attention, fuse_epilogues
-from .optimize import MS_DOMAIN, head_nodes, with_op_domains
 
 SMOOTH_ALPHA = 0.5
 FLOAT_FRACTION = 0.01
@@ -68,7 +77,7 @@ class Group:
 def linear_groups(model: onnx.ModelProto) -> list[Group]:
     """MatMuls of the transformer whose second input is a 2-D float initializer, grouped by input;
     the sentence-embedding head (Dense layers after pooling) is left out and stays fp32."""
-    initializers = {init.name: init for init in model.graph.initializer}
+    initializers = GraphIndex(model.graph).initializers
     head = set(head_nodes(model))
     by_input: dict[str, list[tuple[onnx.NodeProto, np.ndarray]]] = {}
     for node in model.graph.node:
@@ -84,8 +93,7 @@ def _probe_session(model: onnx.ModelProto, names: list[str]) -> Any:
     """A CPU session of ``model`` whose outputs are the tensors ``names``."""
     import onnxruntime as ort
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    probe = copy_model(model)
     del probe.graph.output[:]
     probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
     options = ort.SessionOptions()
@@ -177,21 +185,15 @@ def _float_weights(group: Group, j: int, floats: np.ndarray, node: onnx.NodeProt
 def _bias_adds(graph: onnx.GraphProto,
                matmuls: list[onnx.NodeProto]) -> dict[str, tuple[onnx.NodeProto, np.ndarray]]:
     """For each MatMul output whose only use is ``Add(output, constant 1-D bias)``: that Add and its bias."""
-    initializers = {init.name: init for init in graph.initializer}
-    uses: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            uses.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
+    g = GraphIndex(graph)
     found = {}
     for matmul in matmuls:
         name = matmul.output[0]
-        consumers = uses.get(name, [])
-        if len(consumers) != 1 or name in outputs or consumers[0].op_type != "Add":
+        add = g.only_use(name, "Add")
+        if add is None:
             continue
-        add = consumers[0]
-        other = initializers.get(add.input[1] if add.input[0] == name else add.input[0])
-        weight = initializers.get(matmul.input[1])
+        other = g.initializers.get(g.other_input(add, name))
+        weight = g.initializers.get(matmul.input[1])
         if other is not None and other.data_type == TensorProto.FLOAT and list(other.dims) == list(weight.dims[1:]):
             found[name] = (add, numpy_helper.to_array(other))
     return found
@@ -212,12 +214,7 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
     A MatMul's bias Add rides in that Gemm too, as one more weight row against a column of ones.
     """
     graph = model.graph
-    constants: list[onnx.TensorProto] = []
-
-    def const(array: np.ndarray, name: str) -> str:
-        constants.append(numpy_helper.from_array(np.asarray(array), name))
-        return name
-
+    const = NewInitializers()
     eps = const(np.array(_EPS, np.float32), "rowwise/eps")
     one = const(np.array(1.0, np.float32), "rowwise/one")
     flat = const(np.array([-1], np.int64), "rowwise/flat")
@@ -288,19 +285,15 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
                  [q + "/out_shape"], axis=0),
             make("Reshape", [y, q + "/out_shape"], [out]),
         ]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(constants)
-    used = {name for n in graph.node for name in n.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    set_nodes(graph, nodes)
+    const.add_to(graph)
+    keep_initializers(graph, {name for n in graph.node for name in n.input})
     return with_op_domains(model)
 
 
 def _kernel_nodes(group: Group, i: int, j: int, node: onnx.NodeProto, calibration: Calibration,
                   biases: dict[str, tuple[onnx.NodeProto, np.ndarray]], first: bool,
-                  const: Any) -> list[onnx.NodeProto]:
+                  const: NewInitializers) -> list[onnx.NodeProto]:
     """Group ``i``'s MatMul ``j`` on embedrt's kernels (and, for the group's first MatMul, its RowQuantize)."""
     p, q = f"rowwise/{i}", f"rowwise/{i}/{j}"
     zp, smooth, floats = calibration.zero_point[i], calibration.smooth[i], calibration.float_channels[i]
@@ -337,7 +330,7 @@ def quantize_rowwise_int8(onnx_bytes: bytes, calibration: Calibration, *, kernel
     """The row-wise int8 graph of an fp32 text graph with ``calibration`` (:func:`calibrate_graph`).
 
     ``kernels``: on embedrt's kernel library (the ``int8_rowwise_fused`` variant), with LayerNorm and
-    GELU folded into the rescale steps and attention in one op (:mod:`embedrt_export.kernel_fusion`).
+    GELU folded into the rescale steps and attention in one op (:mod:`.kernel_fusion`).
     """
     model = onnx.load_from_string(onnx_bytes)
     model = rewrite(model, linear_groups(model), calibration, kernels=kernels)

@@ -16,9 +16,7 @@ own code. Image preprocessing is not in a graph: the runtime reproduces it with 
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from typing import Any
 
 import numpy as np
@@ -26,13 +24,13 @@ from embedrt import images
 from embedrt.loader import load_engine
 from embedrt.manifest import GraphVariant, ImageSpec, TokenizerSpec, Tower
 
-from . import export, fidelity, graph, verify
-from .simplify import simplify
-from .source import SourceError, SourceSpec
+from .. import fidelity, verify
+from ..source import SourceError, SourceSpec
+from .base import OPSET, TEXT_GRAPH, TOKENIZER, Built, tokenizer_json
+from .trace import trace
 
 logger = logging.getLogger(__name__)
 
-TEXT_GRAPH = "text/model.onnx"
 VISION_GRAPH = "vision/model.onnx"
 TEXT_INPUTS = ("input_ids", "attention_mask")
 VISION_INPUT = "pixel_values"
@@ -118,16 +116,8 @@ def probe_images() -> list[Any]:
 
 def _export(module: Any, args: tuple[Any, ...], input_names: tuple[str, ...], dynamic: dict[str, dict[int, str]]
             ) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        # Same exporter as graph.export_text_graph, for the same reason (exact and stable here).
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), args, buffer, input_names=list(input_names), output_names=list(OUTPUTS),
-                          dynamic_axes={**dynamic, OUTPUTS[0]: {0: "batch"}}, opset_version=graph.OPSET,
-                          do_constant_folding=True, dynamo=False)
-    return graph.batch_invariant(simplify(buffer.getvalue())[0])
+    # The tracer the transformer builder uses too (:func:`.trace.trace`): same exporter, opset and passes.
+    return trace(module, args, input_names, OUTPUTS, {**dynamic, OUTPUTS[0]: {0: "batch"}})
 
 
 def export_towers(model: Any, spec: ImageSpec) -> tuple[bytes, bytes]:
@@ -174,21 +164,21 @@ def measure(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
     }
 
 
-def build(model: Any, source: SourceSpec) -> export.Built:
+def build(model: Any, source: SourceSpec) -> Built:
     """Builder for ``CLIPModel`` sources: ``text/model.onnx``, ``vision/model.onnx``, tokenizer, image spec."""
     spec = image_spec(reference_image_processor(model, source), source.path / source.modules[0].path)
     text_onnx, vision_onnx = export_towers(model, spec)
-    tokenizer_text, pad_id = graph.tokenizer_json(model)
+    tokenizer_text, pad_id = tokenizer_json(model)
     text_config = model[0].model.config.text_config
-    return export.Built(
-        files={TEXT_GRAPH: text_onnx, VISION_GRAPH: vision_onnx, export.TOKENIZER: tokenizer_text.encode("utf-8")},
+    return Built(
+        files={TEXT_GRAPH: text_onnx, VISION_GRAPH: vision_onnx, TOKENIZER: tokenizer_text.encode("utf-8")},
         towers={
-            "text": Tower(variants={"fp32": GraphVariant(file=TEXT_GRAPH, opset=graph.OPSET, inputs=TEXT_INPUTS,
+            "text": Tower(variants={"fp32": GraphVariant(file=TEXT_GRAPH, opset=OPSET, inputs=TEXT_INPUTS,
                                                          outputs=OUTPUTS)}),
-            "vision": Tower(variants={"fp32": GraphVariant(file=VISION_GRAPH, opset=graph.OPSET,
+            "vision": Tower(variants={"fp32": GraphVariant(file=VISION_GRAPH, opset=OPSET,
                                                            inputs=(VISION_INPUT,), outputs=OUTPUTS)}),
         },
-        tokenizer=TokenizerSpec(kind="hf", file=export.TOKENIZER, max_seq_length=int(model.max_seq_length),
+        tokenizer=TokenizerSpec(kind="hf", file=TOKENIZER, max_seq_length=int(model.max_seq_length),
                                 pad_token_id=pad_id, model_max_length=int(text_config.max_position_embeddings)),
         embedding_dimension=int(model.get_embedding_dimension()),
         extra={"image": spec, "input_kinds": ("text", "image")},

@@ -14,30 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from ..onnx_edit import GraphIndex, set_nodes
 
 
-def _constant_values(graph: onnx.GraphProto) -> dict[str, Hashable]:
-    values: dict[str, Hashable] = {}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    array = numpy_helper.to_array(attr.t)
-                    values[node.output[0]] = (array.dtype.str, array.shape, array.tobytes())
-    for init in graph.initializer:
-        array = numpy_helper.to_array(init)
-        values[init.name] = (array.dtype.str, array.shape, array.tobytes())
-    return values
+def _key(array: np.ndarray) -> Hashable:
+    """A constant's value as a dict key: equal keys, equal tensors."""
+    return array.dtype.str, array.shape, array.tobytes()
 
 
 def simplify(onnx_bytes: bytes) -> tuple[bytes, dict[str, int]]:
     """Drop softmax NaN guards and duplicate mask ``Where`` nodes; returns the graph and what was removed."""
     model = onnx.load_from_string(onnx_bytes)
     graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    constants = _constant_values(graph)
+    index = GraphIndex(graph)
+    producer, constants = index.producer, index.constants
     replace: dict[str, str] = {}
     dropped: set[int] = set()
     removed = {"softmax_nan_guards": 0, "duplicate_mask_wheres": 0}
@@ -53,7 +46,7 @@ def simplify(onnx_bytes: bytes) -> tuple[bytes, dict[str, int]]:
             dropped.update((id(node), id(cond)))
             removed["softmax_nan_guards"] += 1
         elif all(name in constants for name in node.input[1:]):
-            key = (node.input[0], *(constants[name] for name in node.input[1:]))
+            key = (node.input[0], *(_key(constants[name]) for name in node.input[1:]))
             if key in first_where:
                 replace[node.output[0]] = first_where[key]
                 dropped.add(id(node))
@@ -70,8 +63,6 @@ def simplify(onnx_bytes: bytes) -> tuple[bytes, dict[str, int]]:
             node.input[i] = name
     # Constants only the dropped nodes read would be left dangling (ORT warns about each).
     used = {name for node in kept for name in node.input} | {out.name for out in graph.output}
-    kept = [node for node in kept if node.op_type != "Constant" or node.output[0] in used]
-    del graph.node[:]
-    graph.node.extend(kept)
+    set_nodes(graph, [node for node in kept if node.op_type != "Constant" or node.output[0] in used])
     onnx.checker.check_model(model)
     return model.SerializeToString(), removed

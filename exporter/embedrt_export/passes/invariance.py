@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from ..onnx_edit import NewInitializers, attribute, constant_values, set_nodes
 
 
 def _axes(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> list[int] | None:
-    attr = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axes"), None)
+    attr = attribute(node, "axes")
     if attr is not None:
         return list(attr)
     if len(node.input) > 1 and node.input[1] in constants:
@@ -31,9 +33,8 @@ def sequential_sums(model: onnx.ModelProto) -> int:
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {vi.name: vi.type.tensor_type for vi in (*inferred.graph.value_info, *inferred.graph.input)}
     graph = model.graph
-    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    constants.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    constants = constant_values(graph)
+    const = NewInitializers()
     nodes: list[onnx.NodeProto] = []
     count = 0
     for node in graph.node:
@@ -43,11 +44,11 @@ def sequential_sums(model: onnx.ModelProto) -> int:
                 [1], [-2]):
             nodes.append(node)
             continue
-        keep = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "keepdims"), 1)
+        keep = attribute(node, "keepdims", 1)
         x, out, p = node.input[0], node.output[0], f"{node.name or node.output[0]}/sequential"
         for name, value in ((f"{p}/axis", np.array(1, np.int64)), (f"{p}/axes", np.array([1], np.int64)),
                             (f"{p}/last", np.array([-1], np.int64)), (f"{p}/end", np.array([2 ** 62], np.int64))):
-            graph.initializer.append(numpy_helper.from_array(value, name))
+            const(value, name)
         nodes += [
             helper.make_node("CumSum", [x, f"{p}/axis"], [f"{p}/running"], name=f"{p}/CumSum"),
             helper.make_node("Slice", [f"{p}/running", f"{p}/last", f"{p}/end", f"{p}/axes"],
@@ -56,7 +57,13 @@ def sequential_sums(model: onnx.ModelProto) -> int:
         if not keep:
             nodes.append(helper.make_node("Squeeze", [f"{p}/sum", f"{p}/axes"], [out], name=f"{p}/Squeeze"))
         count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
+    set_nodes(graph, nodes)
+    const.add_to(graph)
     onnx.checker.check_model(model)
     return count
+
+
+def batch_invariant(onnx_bytes: bytes) -> bytes:
+    """The graph with its sums over the sequence made independent of the batch (:func:`sequential_sums`)."""
+    model = onnx.load_from_string(onnx_bytes)
+    return model.SerializeToString() if sequential_sums(model) else onnx_bytes
