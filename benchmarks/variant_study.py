@@ -36,7 +36,7 @@ def build_artifact(source: Path, out: Path, calibration_texts: list[str]) -> lis
     from embedrt_export.builders.transformer import calibration_feeds
     from embedrt_export.variants import optimize
 
-    export(source, out, overwrite=True)
+    export(source, out, overwrite=True, variants=())
     model = load_sentence_transformer(str(source))
     facts = optimize.ArchFacts.from_config(model[0].auto_model.config)
     manifest = Artifact(out).manifest

@@ -71,7 +71,7 @@ def exported(tmp_path_factory, model_path):
     def get(name: str):
         if name not in cache:
             out = tmp_path_factory.mktemp("artifacts") / name
-            cache[name] = (out, export(model_path(name), out, name=name))
+            cache[name] = (out, export(model_path(name), out, name=name, variants=()))
         return cache[name]
 
     return get

@@ -95,6 +95,84 @@ def test_stack_mismatch_is_refused(tmp_path, twin_assets):
     # the failure users hit elsewhere: the Dense layer left out, 768 instead of 512 dims
     src = twins.build_twin(tmp_path / "src", "distilbert", twins.HeadSpec(pooling="mean"), twin_assets,
                            max_seq_length=entry.max_seq_length)
-    with pytest.raises(SourceError, match=r"Dense modules \[\], catalogue says \[\(32, 21, 'tanh'\)\]"):
-        export(src, tmp_path / "out", expect=catalogue_twins.scaled_entry(entry))
+    with pytest.raises(SourceError, match=r"Dense modules \[\], catalogue says \[\(32, 21, 'tanh', True\)\]"):
+        export(src, tmp_path / "out", expect=catalogue_twins.scaled_entry(entry), variants=())
     assert not (tmp_path / "out").exists()
+
+
+def _json(path):
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_fixtures_are_laid_out_like_the_published_folders(report):
+    """The facts of shared/hub-facts.md, file by file, in the twins the catalogue is checked on."""
+    src = {name: row["source"] for name, row in report.items()}
+    for name in ("msmarco-distilbert-base-tas-b", "msmarco-roberta-base-ance-firstp",
+                 "msmarco-distilbert-base-dot-prod-v3", "facebook-dpr-question_encoder-single-nq-base"):
+        assert "similarity_fn_name" not in _json(src[name] / "config_sentence_transformers.json"), name
+    assert _json(src["msmarco-distilbert-base-v3"] / "sentence_bert_config.json") == {
+        "max_seq_length": 510, "do_lower_case": False}
+    assert _json(src["facebook-dpr-ctx_encoder-multiset-base"] / "sentence_bert_config.json")["max_seq_length"] == 100
+    assert _json(src["msmarco-roberta-base-ance-firstp"] / "sentence_bert_config.json") == {
+        "max_seq_length": 512, "do_lower_case": True}
+    for name in ("msmarco-distilbert-base-dot-prod-v3", "clip-ViT-B-32-multilingual-v1"):
+        dense = _json(src[name] / "2_Dense" / "config.json")
+        assert dense["bias"] is False and dense["activation_function"] == "torch.nn.modules.linear.Identity", name
+    assert _json(src["msmarco-roberta-base-ance-firstp"] / "2_Dense" / "config.json")["bias"] is True
+    t_systems = src["cross-en-de-roberta-sentence-transformer"]
+    assert not (t_systems / "modules.json").exists() and not (t_systems / "1_Pooling").exists()
+    assert _json(t_systems / "sentence_bert_config.json")["max_seq_length"] == 128
+
+
+def test_old_catalogue_facts_are_refused_by_the_published_layouts(report):
+    """The cases the published folders broke: with the facts the catalogue had before, the stack check
+    refuses the download; with the corrected ones (the report above), it exports with parity."""
+    import dataclasses
+
+    from embedrt_export.builders.base import load_sentence_transformer
+    from embedrt_export.resolve import check_stack
+    from embedrt_export.source import read_source
+
+    def old(name, **facts):
+        return dataclasses.replace(catalogue_twins.scaled_entry(catalogue.get(name)), **facts)
+
+    dense_with_bias = lambda name: tuple(dataclasses.replace(d, bias=True)  # noqa: E731
+                                         for d in catalogue_twins.scaled_entry(catalogue.get(name)).dense)
+    cases = {
+        "msmarco-distilbert-base-v3": (old("msmarco-distilbert-base-v3", max_seq_length=512), "max_seq_length 510"),
+        "facebook-dpr-ctx_encoder-multiset-base": (old("facebook-dpr-ctx_encoder-multiset-base", max_seq_length=509),
+                                                   "max_seq_length 100"),
+        "cross-en-de-roberta-sentence-transformer": (old("cross-en-de-roberta-sentence-transformer",
+                                                         max_seq_length=128), "max_seq_length 512"),
+        "msmarco-distilbert-base-dot-prod-v3": (old("msmarco-distilbert-base-dot-prod-v3",
+                                                    dense=dense_with_bias("msmarco-distilbert-base-dot-prod-v3")),
+                                                "Dense modules"),
+        "clip-ViT-B-32-multilingual-v1": (old("clip-ViT-B-32-multilingual-v1",
+                                              dense=dense_with_bias("clip-ViT-B-32-multilingual-v1")), "Dense modules"),
+        "msmarco-roberta-base-ance-firstp": (old("msmarco-roberta-base-ance-firstp", do_lower_case=False),
+                                             "do_lower_case True"),
+    }
+    for name, (entry, message) in cases.items():
+        source = read_source(report[name]["source"])
+        with pytest.raises(SourceError, match=message):
+            check_stack(entry, source, load_sentence_transformer(str(source.path)))
+    # The dot-product models whose folders declare no similarity: sentence-transformers reports cosine for
+    # them (the old check compared that with the catalogue's dot and refused); the export takes the
+    # catalogue's dot and says where it came from.
+    for name in ("msmarco-distilbert-base-tas-b", "msmarco-roberta-base-ance-firstp",
+                 "msmarco-distilbert-base-dot-prod-v3", "facebook-dpr-ctx_encoder-single-nq-base",
+                 "facebook-dpr-question_encoder-single-nq-base", "facebook-dpr-ctx_encoder-multiset-base",
+                 "facebook-dpr-question_encoder-multiset-base"):
+        assert STModel(str(report[name]["source"]), device="cpu").similarity_fn_name == "cosine"
+        manifest = embedrt.SentenceTransformer(report[name]["artifact"]).manifest
+        assert (manifest.similarity_fn_name, manifest.similarity_source) == ("dot", "catalogue"), name
+
+
+def test_info_says_where_the_similarity_came_from(report, capsys):
+    from embedrt.cli import main
+
+    assert main(["info", str(report["msmarco-distilbert-base-tas-b"]["artifact"])]) == 0
+    assert "similarity          dot (the catalogue's, the model's documented use; the folder declares none, " \
+           "so sentence-transformers would report cosine)" in capsys.readouterr().out

@@ -31,11 +31,27 @@ def test_encode_lines_to_npy(minilm_artifact, tmp_path):
     assert got.shape == (4, 384) and np.allclose(got, expected, atol=1e-6)
 
 
-def test_export_via_cli_and_bad_source(model_path, tmp_path, capsys):
+def test_default_export_is_the_fast_one_and_needs_nothing_fetched(model_path, tmp_path, capsys, monkeypatch):
+    """`embedrt export SRC -o OUT` writes every variant the runtime picks on CPU and GPU, gated on the texts
+    that ship with the exporter (an empty cache proves nothing else was read); --minimal writes fp32 alone."""
+    from embedrt import kernels
+
+    source = model_path("paraphrase-MiniLM-L3-v2")
+    monkeypatch.setenv("EMBEDRT_CACHE", str(tmp_path / "empty-cache"))
     out = tmp_path / "l3"
-    assert main(["export", str(model_path("paraphrase-MiniLM-L3-v2")), "-o", str(out)]) == 0
-    assert "parity vs sentence-transformers: text max_one_minus_cos" in capsys.readouterr().out
-    assert embedrt.SentenceTransformer(out).encode("hi").shape == (384,)
+    assert main(["export", str(source), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "parity vs sentence-transformers: text max_one_minus_cos" in printed
+    variants = embedrt.SentenceTransformer(out).manifest.towers["text"].variants
+    fused = {"int8_rowwise_fused", "fp32_fused"} if kernels.available() else set()
+    assert {"fp32", "int8_rowwise", "fp16"} | fused <= set(variants), printed
+    assert variants["int8_rowwise"].parity["n_texts"] == 1500  # the bundled texts
+    model = embedrt.SentenceTransformer(out)
+    assert f"on this machine's CPU the runtime runs text {model.variant}" in printed
+    assert model.encode("hi").shape == (384,)
+    assert main(["export", str(source), "-o", str(tmp_path / "minimal"), "--minimal"]) == 0
+    assert set(embedrt.SentenceTransformer(tmp_path / "minimal").manifest.towers["text"].variants) == {"fp32"}
+    capsys.readouterr()
     assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 2
     assert "not in the embedrt catalogue" in capsys.readouterr().err
     assert main(["export", "distiluse-base-multilingual-cased", "-o", str(tmp_path / "x")]) == 2

@@ -23,14 +23,23 @@ def test_unknown_module_is_named(model_path, tmp_path):
     modules.append({"idx": len(modules), "name": "x", "path": "x", "type": "my_package.FancyReranker"})
     (src / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(SourceError, match="my_package.FancyReranker"):
-        export(src, tmp_path / "out")
+        export(src, tmp_path / "out", variants=())
     assert not (tmp_path / "out").exists()
 
 
 def test_folder_that_is_not_sentence_transformers(tmp_path):
+    with pytest.raises(SourceError, match="not a sentence-transformers model folder"):
+        read_source(tmp_path)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(SourceError, match="not a sentence-transformers model folder"):
         read_source(tmp_path)
+
+
+def test_folder_without_modules_json_reads_as_sentence_transformers_loads_it(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "xlm-roberta"}')
+    spec = read_source(tmp_path)
+    assert [m.describe() for m in spec.modules] == [{"type": "Transformer"}, {"type": "Pooling", "mode": "mean"}]
+    assert not spec.normalized
 
 
 def test_missing_folder(tmp_path):

@@ -16,7 +16,7 @@ def test_twin_parity(twin_id, twin_assets, tmp_path_factory, add_variants):
     family, head = twins.TWIN_MATRIX[twin_id]
     root = tmp_path_factory.mktemp("twins")
     src = twins.build_twin(root / "src", family, head, twin_assets)
-    manifest = export(src, root / "artifact", name=twin_id)
+    manifest = export(src, root / "artifact", name=twin_id, variants=())
     reference = STModel(str(src), device="cpu", local_files_only=True)
     ours = embedrt.SentenceTransformer(root / "artifact")
 
@@ -47,5 +47,5 @@ def test_pooling_without_prompt_is_refused(twin_assets, tmp_path):
                           default_prompt_name="query")
     src = twins.build_twin(tmp_path / "src", "bert", head, twin_assets)
     with pytest.raises(SourceError, match="include_prompt"):
-        export(src, tmp_path / "out")
+        export(src, tmp_path / "out", variants=())
     assert not (tmp_path / "out").exists()

@@ -33,7 +33,7 @@ def twin_with_variants(twin_assets, tmp_path_factory, add_variants):
 
     root = tmp_path_factory.mktemp("variant-twin")
     src = twins.build_twin(root / "src", "bert", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
-    export(src, root / "artifact")
+    export(src, root / "artifact", variants=())
     reference = load_sentence_transformer(str(src))
     facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
     candidates = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
@@ -305,7 +305,7 @@ def test_fp16_keeps_index_arithmetic_in_float32(twin_assets, tmp_path):
     from embedrt_export.variants import optimize
 
     src = twins.build_twin(tmp_path / "src", "mpnet", twins.HeadSpec(pooling="mean", normalize=True), twin_assets)
-    export(src, tmp_path / "artifact")
+    export(src, tmp_path / "artifact", variants=())
     facts = optimize.ArchFacts.from_config(load_sentence_transformer(str(src))[0].auto_model.config)
     fused = optimize.fuse((tmp_path / "artifact" / "text" / "model.onnx").read_bytes(), facts).onnx_bytes
     fused_model = onnx.load_from_string(fused)

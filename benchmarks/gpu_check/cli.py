@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.log(f"[{model}] exporting {source} → {artifacts[model]}")
                 from embedrt_export import export
 
-                export(source, artifacts[model], name=model)
+                export(source, artifacts[model], name=model, variants=())
             for model, artifact in artifacts.items():
                 check_model(run, model, artifact, trt_skip)
             benchmarks(run, artifacts)

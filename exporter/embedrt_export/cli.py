@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
+from embedrt import kernels
 from embedrt.artifact import Artifact
 from embedrt.cli import CLIError, read_lines
-from embedrt.paths import cache_dir
+from embedrt.isa import detect_isa
+from embedrt.selection import choose_variant
 
 from .export import export
 from .resolve import resolve
 
 
-def fidelity_texts(path: str | None, limit: int = 2000) -> list[str]:
-    """Real texts to measure variants on: ``--texts`` (lines, or JSON lines with "text"), else the
-    English records of the fetched fortunes corpus."""
-    if path is None:
-        corpus = cache_dir() / "corpora" / "fortunes.jsonl"
-        if not corpus.is_file():
-            raise CLIError("--variants needs --texts FILE (real text, one per line) to measure fidelity")
-        records = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
-        return [r["text"] for r in records if r["lang"] == "en"][::7][:limit]
+def fidelity_texts(path: str, limit: int = 2000) -> list[str]:
+    """``--texts``: real texts to calibrate and gate variants on (lines, or JSON lines with "text")."""
     lines = read_lines(path)
     if path.endswith(".jsonl"):
         lines = [json.loads(line)["text"] for line in lines if line.strip()]
@@ -31,18 +27,25 @@ def fidelity_texts(path: str | None, limit: int = 2000) -> list[str]:
 def run_export(args: argparse.Namespace) -> int:
     """Export ``args.source`` to ``args.output`` and print what was written."""
     source, entry = resolve(args.source)
-    variants = [v for v in (args.variants or "").split(",") if v]
+    if args.minimal and args.variants:
+        raise CLIError("give --minimal (the fp32 graph alone) or --variants, not both")
+    variants = () if args.minimal else [v for v in args.variants.split(",") if v] if args.variants else None
+    started = time.perf_counter()
     manifest = export(source, args.output, name=args.name or (entry.name if entry else None),
-                              overwrite=args.overwrite, expect=entry, variants=variants,
-                              fidelity_texts=fidelity_texts(args.texts) if variants else ())
+                      overwrite=args.overwrite, expect=entry, variants=variants,
+                      fidelity_texts=fidelity_texts(args.texts) if args.texts else None)
     digest = Artifact(args.output).digest
+    picked = {tower: choose_variant(t.variants, "cpu", isa=detect_isa(), kernels_built=kernels.available()).variant
+              for tower, t in manifest.towers.items()}
     # What each tower measured: CLIP's towers have no token outputs, its vision tower pixel figures.
     parity = "; ".join(
         f"{tower} " + ", ".join(f"{k} {v:.3g}" for k, v in sorted(t.variants[t.default_variant].parity.items()))
         for tower, t in manifest.towers.items())
-    print(f"wrote {args.output}: {manifest.name}, dim {manifest.embedding_dimension}, "
-          f"max_seq_length {manifest.tokenizer.max_seq_length}, similarity {manifest.similarity_fn_name} "
-          f"({manifest.similarity_source}), parity vs sentence-transformers: {parity}")
+    print(f"wrote {args.output} in {time.perf_counter() - started:.0f} s: {manifest.name}, dim "
+          f"{manifest.embedding_dimension}, max_seq_length {manifest.tokenizer.max_seq_length}, similarity "
+          f"{manifest.similarity_fn_name} ({manifest.similarity_source}), parity vs sentence-transformers: {parity}")
+    print("variants: " + "; ".join(f"{tower} {', '.join(t.variants)}" for tower, t in manifest.towers.items())
+          + "; on this machine's CPU the runtime runs " + ", ".join(f"{tower} {v}" for tower, v in picked.items()))
     print(f"artifact digest {digest} (pin it: SentenceTransformer(path, expected_digest=...), "
           "embedrt info --verify --digest ...)")
     return 0

@@ -26,7 +26,7 @@ from .builders import BUILDERS
 from .builders.base import load_sentence_transformer
 from .builders.transformer import calibration_feeds
 from .resolve import check_stack
-from .source import SourceSpec, read_source
+from .source import SourceSpec, declared_similarity, read_source
 
 
 class ExportError(RuntimeError):
@@ -43,15 +43,25 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _similarity(source: SourceSpec) -> tuple[str, str]:
-    """``(similarity_fn_name, where it came from)``: the folder's declaration, else sentence-transformers'
-    default."""
-    config_file = source.path / "config_sentence_transformers.json"
-    if config_file.is_file():
-        name = json.loads(config_file.read_text(encoding="utf-8")).get("similarity_fn_name")
-        if name:
-            return str(name), "declared"
+def _similarity(source: SourceSpec, expect: Entry | None) -> tuple[str, str]:
+    """``(similarity_fn_name, where it came from)``: the folder's declaration; else the catalogue's (the
+    model's documented use: a dot-product model saved before sentence-transformers 3 declares nothing, and
+    sentence-transformers then reports cosine); else sentence-transformers' default, cosine."""
+    declared = declared_similarity(source)
+    if declared is not None:
+        return declared, "declared"
+    if expect is not None:
+        return expect.similarity, "catalogue"
     return "cosine", "default"
+
+
+def bundled_texts() -> list[str]:
+    """The real texts that ship with the exporter (``data/fidelity_texts.jsonl``, licences in
+    ``data/README.md``): calibration and gates when the caller gives none."""
+    from importlib import resources
+
+    data = resources.files("embedrt_export").joinpath("data", "fidelity_texts.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line)["text"] for line in data.splitlines() if line.strip()]
 
 
 def _measure_text(reference: Any, ours: Any) -> dict[str, dict[str, float]]:
@@ -96,18 +106,21 @@ def _add_variants(manifest: Manifest, staging: Path, model: Any, names: Sequence
 
 def export(src: str | Path, out: str | Path, *, name: str | None = None, overwrite: bool = False,
            max_one_minus_cos: float = verify.FP32_MAX_ONE_MINUS_COS, expect: Entry | None = None,
-           variants: Sequence[str] = (), fidelity_texts: Sequence[str] = (),
+           variants: Sequence[str] | None = None, fidelity_texts: Sequence[str] | None = None,
            log: Callable[[str], None] = print) -> Manifest:
     """Export ``src`` to the artifact folder ``out`` and verify it against sentence-transformers.
 
-    With ``expect`` (a catalogue entry) the source's module stack must be the catalogue's, and the
-    entry's input kinds (e.g. [title, text] pairs) go into the manifest. Raises :class:`ExportError`
-    (and leaves nothing at ``out``) when the runtime's output misses ``max_one_minus_cos`` on the probes.
+    With ``expect`` (a catalogue entry) the source's module stack must be the catalogue's, the entry's
+    input kinds (e.g. [title, text] pairs) go into the manifest, and a folder that declares no similarity
+    function gets the catalogue's. Raises :class:`ExportError` (and leaves nothing at ``out``) when the
+    runtime's output misses ``max_one_minus_cos`` on the probes.
 
     ``variants`` (e.g. ``optimized``, ``fp16``, ``int8_rowwise``, ``int8_avx512_vnni``; see
-    ``embedrt_export.variants.GATES``) are derived from the verified fp32 graph, measured against
-    sentence-transformers on ``fidelity_texts`` (real text, ≥ 32), and written only if they meet their
-    gate; a variant that misses is left out and ``log`` says why.
+    ``embedrt_export.variants.GATES``) are derived from the verified fp32 graph of a transformer model,
+    measured against sentence-transformers on ``fidelity_texts`` (real text, ≥ 32; default: the texts that
+    ship with the exporter, :func:`bundled_texts`), and written only if they meet their gate; a variant that
+    misses is left out and ``log`` says why. ``None``: the variants the runtime would pick on CPU and GPU
+    (:func:`embedrt_export.variants.default_variants`); ``()``: the fp32 graph alone.
     """
     import embedrt
 
@@ -121,11 +134,22 @@ def export(src: str | Path, out: str | Path, *, name: str | None = None, overwri
     built = BUILDERS[source.modules[0].kind](model, source)
     if expect is not None:
         built.extra["input_kinds"] = tuple(expect.inputs)
+    transformer = source.modules[0].kind == "Transformer"
+    if variants is None:
+        from .variants import default_variants
+
+        variants = default_variants() if transformer else ()
+    elif variants and not transformer:
+        raise ValueError(f"graph variants are built for transformer text graphs; {source.modules[0].kind} models "
+                         "export their fp32 graph only")
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        similarity, similarity_source = _similarity(source)
+        similarity, similarity_source = _similarity(source, expect)
+        if similarity_source == "catalogue" and similarity != "cosine":
+            log(f"{source.path.name}: the folder declares no similarity function (sentence-transformers would "
+                f"report cosine); exported with {similarity!r}, the catalogue's, as the model is meant to be used")
         files = {}
         for rel, data in built.files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +187,8 @@ def export(src: str | Path, out: str | Path, *, name: str | None = None, overwri
         }
         manifest = replace(manifest, towers=towers)
         if variants:
-            manifest = _add_variants(manifest, staging, model, variants, fidelity_texts, log)
+            manifest = _add_variants(manifest, staging, model, variants,
+                                     fidelity_texts if fidelity_texts else bundled_texts(), log)
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)

@@ -8,7 +8,7 @@ from typing import Any
 from embedrt import catalogue
 from embedrt.paths import cache_dir
 
-from .source import SourceError, SourceSpec
+from .source import SourceError, SourceSpec, declared_similarity
 
 
 def cache_models_dir() -> Path:
@@ -16,9 +16,10 @@ def cache_models_dir() -> Path:
     return cache_dir() / "models"
 
 
-def resolve(name_or_path: str) -> tuple[Path, catalogue.Entry | None]:
-    """A local folder as is (with its catalogue entry if its name is one); a catalogue name from the
-    fetch cache or, where the Hub is reachable, from the Hub."""
+def resolve(name_or_path: str, models_dir: Path | None = None) -> tuple[Path, catalogue.Entry | None]:
+    """A local folder as is (with its catalogue entry if its name is one); a catalogue name from
+    ``models_dir`` (default: the fetch cache, :func:`cache_models_dir`) or, where the Hub is reachable,
+    from the Hub."""
     path = Path(name_or_path)
     if path.is_dir():
         try:
@@ -26,7 +27,7 @@ def resolve(name_or_path: str) -> tuple[Path, catalogue.Entry | None]:
         except catalogue.UnknownModelError:
             return path, None
     entry = catalogue.get(name_or_path)  # raises with close matches for unknown names
-    cached = cache_models_dir() / entry.name
+    cached = (models_dir or cache_models_dir()) / entry.name
     if cached.is_dir():
         return cached, entry
     try:
@@ -61,17 +62,20 @@ def check_stack(entry: catalogue.Entry, source: SourceSpec, model: Any) -> None:
             problems.append(f"transformer is {model_type!r}, catalogue says {entry.family!r}")
         if int(model.max_seq_length) != entry.max_seq_length:
             problems.append(f"max_seq_length {model.max_seq_length}, catalogue says {entry.max_seq_length}")
-    similarity = getattr(model, "similarity_fn_name", None) or "cosine"
-    if similarity != entry.similarity:
-        problems.append(f"similarity {similarity!r}, catalogue says {entry.similarity!r}")
+        do_lower_case = bool(getattr(model[0], "do_lower_case", False))
+        if do_lower_case != entry.do_lower_case:
+            problems.append(f"do_lower_case {do_lower_case}, catalogue says {entry.do_lower_case}")
+    declared = declared_similarity(source)
+    if declared is not None and declared != entry.similarity:  # a folder that declares none takes the catalogue's
+        problems.append(f"declares similarity {declared!r}, catalogue says {entry.similarity!r}")
     if kinds[0] != expected_first:
         problems.append(f"first module is {kinds[0]}, catalogue says {expected_first}")
     pooling = [m.describe().get("mode") for m in source.modules if m.kind == "Pooling"]
     if entry.pooling != "clip" and pooling != [entry.pooling]:
         problems.append(f"pooling {pooling}, catalogue says [{entry.pooling!r}]")
     dense = [(m.config.get("in_features"), m.config.get("out_features"), _activation(m.config.get(
-        "activation_function"))) for m in source.modules if m.kind == "Dense"]
-    want = [(d.in_features, d.out_features, d.activation) for d in entry.dense]
+        "activation_function")), bool(m.config.get("bias", True))) for m in source.modules if m.kind == "Dense"]
+    want = [(d.in_features, d.out_features, d.activation, d.bias) for d in entry.dense]
     if dense != want:
         problems.append(f"Dense modules {dense}, catalogue says {want}")
     if ("LayerNorm" in kinds) != entry.layernorm:

@@ -73,14 +73,31 @@ _CONFIG_FILES = {
 }
 
 
+def _plain_transformer(root: Path) -> SourceSpec:
+    """A folder without ``modules.json``, as sentence-transformers loads it: a Hugging Face transformer
+    (its ``config.json``) + mean pooling, at the tokenizer's ``model_max_length`` (it reads no
+    ``sentence_bert_config.json`` then)."""
+    try:
+        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = None
+    if not isinstance(config, dict) or not config.get("model_type"):
+        raise SourceError(f"{root} is not a sentence-transformers model folder: no modules.json, and no config.json "
+                          "of a transformer (with a model_type) that sentence-transformers would load with mean "
+                          "pooling")
+    return SourceSpec(path=root, modules=(ModuleSpec(kind="Transformer", path=""),
+                                          ModuleSpec(kind="Pooling", path="", config={"pooling_mode": "mean"})))
+
+
 def read_source(path: str | Path) -> SourceSpec:
-    """Parse ``modules.json`` and the module configs; raise :class:`SourceError` naming what is wrong."""
+    """Parse ``modules.json`` and the module configs (a folder without it: :func:`_plain_transformer`); raise
+    :class:`SourceError` naming what is wrong."""
     root = Path(path)
     if not root.is_dir():
         raise SourceError(f"source model folder not found: {root}")
     modules_file = root / "modules.json"
     if not modules_file.is_file():
-        raise SourceError(f"{root} is not a sentence-transformers model folder: modules.json is missing")
+        return _plain_transformer(root)
     try:
         entries = json.loads(modules_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -113,3 +130,13 @@ def read_source(path: str | Path) -> SourceSpec:
     if modules[0].kind != "CLIPModel" and not any(m.kind == "Pooling" for m in modules):
         raise SourceError(f"{modules_file}: no Pooling module, so there is no sentence embedding to export")
     return SourceSpec(path=root, modules=tuple(modules))
+
+
+def declared_similarity(source: SourceSpec) -> str | None:
+    """The ``similarity_fn_name`` the folder's ``config_sentence_transformers.json`` declares, or ``None``."""
+    config_file = source.path / "config_sentence_transformers.json"
+    if config_file.is_file():
+        name = json.loads(config_file.read_text(encoding="utf-8")).get("similarity_fn_name")
+        if name:
+            return str(name)
+    return None

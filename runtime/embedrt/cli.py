@@ -180,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="artifact folder to write")
     p.add_argument("--name", help="model name recorded in the manifest (default: folder name)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--variants", help="comma-separated graph variants to add, e.g. optimized,fp16,int8_rowwise,"
-                   "int8_rowwise_fused,int8_avx512_vnni (each written only if it meets its fidelity gate)")
-    p.add_argument("--texts", help="real texts for measuring variants and calibrating int8_rowwise* (its first "
-                   "256) (default: the fetched fortunes corpus)")
+    p.add_argument("--variants", help="graph variants to write instead of the default set (the ones the runtime "
+                   "picks on CPU and GPU: int8_rowwise_fused, fp32_fused, int8_rowwise, fp16), e.g. "
+                   "optimized,int8_avx512_vnni; each written only if it meets its fidelity gate")
+    p.add_argument("--minimal", action="store_true", help="write the fp32 graph alone (fastest export)")
+    p.add_argument("--texts", help="real texts to calibrate int8_rowwise* and gate every variant on (lines, or "
+                   "JSON lines with 'text'; default: the 1,500 texts that ship with the exporter)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("encode", help="embed text lines into a .npy file")

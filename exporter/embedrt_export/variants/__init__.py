@@ -87,7 +87,16 @@ DEVICES: dict[str, tuple[str, ...]] = {
     FP32_FUSED: ("cpu",),
     **{name: ("cpu",) for name in (INT8_ROWWISE, INT8_ROWWISE_FUSED, INT8_BLOCKWISE, *INT8_DYNAMIC)},
 }
-DEFAULT_VARIANTS = tuple(GATES)
+ALL_VARIANTS = tuple(GATES)
+
+
+def default_variants() -> tuple[str, ...]:
+    """What ``embedrt export`` writes unless told otherwise: every variant the runtime would pick, on CPU
+    (``int8_rowwise_fused`` and ``fp32_fused`` where this install has embedrt's kernel library, the portable
+    ``int8_rowwise``) and on GPU (``fp16``); each still written only if it meets its gate."""
+    from embedrt import kernels
+
+    return (*((INT8_ROWWISE_FUSED, FP32_FUSED) if kernels.available() else ()), INT8_ROWWISE, FP16)
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,7 @@ def _default_opset(onnx_bytes: bytes) -> int:
     return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iterable[str] = DEFAULT_VARIANTS,
+def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iterable[str] = ALL_VARIANTS,
                         calibration_feeds: Sequence[Mapping[str, np.ndarray]] = ()) -> list[Candidate]:
     """Build the requested variants of an fp32 text graph.
 

@@ -1,4 +1,7 @@
-"""One row per catalogue model: family, head, twin parity, real-weight parity where a registry ships weights.
+"""One row per catalogue model: family, head, the published layout's facts, twin parity, real-weight parity.
+
+Each twin is laid out file by file like the model's published folder (:mod:`embedrt_dev.twins.published`)
+and exported by its catalogue name, as ``embedrt export NAME`` resolves it.
 
     python scripts/catalogue_report.py [--only NAME ...] [--workdir DIR] [--markdown FILE]
     python -m embedrt_dev.catalogue_report ...
@@ -22,6 +25,7 @@ from embedrt.paths import cache_dir  # noqa: E402
 
 from .twins import catalogue as catalogue_twins  # noqa: E402
 from .twins import default_assets  # noqa: E402
+from .twins.published import layout_facts  # noqa: E402
 
 GATE = 1e-6
 # Registries ship no weights for the seed models themselves; GloVe 6B 50-d has the exact structure of
@@ -36,7 +40,7 @@ def real_parity(name: str, workdir: Path) -> float | None:
         return None
     from embedrt_export import export
 
-    manifest = export(cache_dir() / "models" / standin, workdir / "real", name=standin, overwrite=True)
+    manifest = export(cache_dir() / "models" / standin, workdir / "real", name=standin, overwrite=True, variants=())
     return manifest.towers["text"].variants["fp32"].parity["max_one_minus_cos"]
 
 
@@ -46,12 +50,17 @@ def rows(names: list[str], workdir: Path) -> list[dict]:
     out = []
     for name in names:
         entry = catalogue.get(name)
+        facts = layout_facts(entry)
         row = {"model": name, "family": entry.family, "head": " → ".join(entry.module_stack()[1:]) or "-",
-               "twin": "", "real": "n/a", "ok": False}
+               "modules.json": "yes" if facts["modules_json"] else "no",
+               "declared similarity": facts["declared_similarity"] or "none",
+               "dense bias": "/".join("yes" if b else "no" for b in facts["dense_bias"]) or "-",
+               "lower-case": "yes" if facts["do_lower_case"] else "no", "twin": "", "real": "n/a", "ok": False}
         try:
             result = catalogue_twins.check(entry, workdir / name, assets, cache_dir() / "assets" / "clip")
             row["source"], row["artifact"] = result.source, result.artifact
             row["twin"] = ", ".join(f"{t} {v:.1e}" for t, v in result.parity.items())
+            row["similarity"] = f"{entry.similarity} ({result.similarity_source})"
             real = real_parity(name, workdir / name)
             if real is not None:
                 row["real"] = f"{REAL_STANDINS[name]} {real:.1e}"
@@ -65,9 +74,10 @@ def rows(names: list[str], workdir: Path) -> list[dict]:
 
 def markdown(table: list[dict]) -> str:
     """The report as a Markdown table."""
-    lines = ["| model | family | head | twin parity (max 1−cos) | real weights | pass |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['family']} | {r['head']} | {r['twin']} | {r['real']} | "
+    lines = ["| model | family | head | modules.json | declared similarity | Dense bias | lower-case | exported "
+             "similarity | twin parity (max 1−cos) | real weights | pass |", "|" + " --- |" * 11]
+    lines += [f"| {r['model']} | {r['family']} | {r['head']} | {r['modules.json']} | {r['declared similarity']} | "
+              f"{r['dense bias']} | {r['lower-case']} | {r.get('similarity', '–')} | {r['twin']} | {r['real']} | "
               f"{'pass' if r['ok'] else 'FAIL'} |" for r in table]
     passed = sum(r["ok"] for r in table)
     return "\n".join(lines) + f"\n\n{passed} passed, {len(table) - passed} failed\n"

@@ -29,7 +29,7 @@ def _scaled_dense(entry: Entry) -> tuple[Dense, ...]:
     layers = []
     for d in entry.dense:
         out = width if d.out_features == d.in_features else max(8, round(width * d.out_features / d.in_features))
-        layers.append(Dense(width, out, d.activation))
+        layers.append(Dense(width, out, d.activation, d.bias))
         width = out
     return tuple(layers)
 
@@ -93,6 +93,7 @@ class CheckResult:
     parity: dict[str, float]  # tower -> max 1-cos vs sentence-transformers
     source: Path
     artifact: Path
+    similarity_source: str
 
     @property
     def worst(self) -> float:
@@ -101,12 +102,20 @@ class CheckResult:
 
 
 def check(entry: Entry, workdir: Path, assets: TwinAssets, clip_assets: Path | None = None) -> CheckResult:
-    """Build the entry's twin, export it against the scaled catalogue entry, return the measured parity.
+    """Build the entry's twin in its published layout under ``workdir/models``, resolve the catalogue name to
+    it as ``embedrt export NAME`` does, export it against the scaled entry, and return the measured parity.
 
     The export itself refuses (raises) when the stack differs from the catalogue or parity misses.
     """
-    src = build(entry, workdir / "src", assets, clip_assets)
+    from embedrt_export.resolve import resolve
+
+    from .published import build_published
+
+    build_published(entry, workdir / "models" / entry.name, assets, clip_assets)
+    src, found = resolve(entry.name, models_dir=workdir / "models")
+    assert found == entry, (found, entry)
     artifact = workdir / "artifact"
-    manifest = export(src, artifact, name=entry.name, expect=scaled_entry(entry), overwrite=True)
+    manifest = export(src, artifact, name=entry.name, expect=scaled_entry(entry), overwrite=True, variants=())
     parity = {name: tower.variants["fp32"].parity["max_one_minus_cos"] for name, tower in manifest.towers.items()}
-    return CheckResult(entry=entry, parity=parity, source=src, artifact=artifact)
+    return CheckResult(entry=entry, parity=parity, source=src, artifact=artifact,
+                       similarity_source=manifest.similarity_source)
