@@ -53,6 +53,7 @@ from .cpu_ceiling import ceiling, corpus_flops, gemm_shapes, st_modules
 from .cpu_contenders import Target, plan_contenders, prepare_anchors, resolve_target, run_cycles
 from .cpu_report import fidelity, fidelity_queries, machine, render_markdown, render_plot, row_record, summarize
 from .cpu_worker import versions
+from .machine import gemm_rates
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "embedrt.bench.cpu/1"
@@ -66,7 +67,8 @@ def benchmark(target: Target, args: argparse.Namespace) -> dict[str, Any]:
     manifest = Artifact(target.artifact).manifest
     shape = st_modules(target.st_folder)
     corpus_path = args.corpus or corpora.fortunes_path()
-    texts = corpora.english_sample(corpora.read_records(corpus_path), args.texts)
+    texts = corpora.long_texts(args.texts) if args.long else corpora.english_sample(
+        corpora.read_records(corpus_path), args.texts)
     tokenizer = load_tokenizer(target.artifact)
     lengths = tokenizer.encode(texts).lengths()
     flops = corpus_flops(lengths, args.batch_size, shape)
@@ -87,7 +89,13 @@ def benchmark(target: Target, args: argparse.Namespace) -> dict[str, Any]:
             if reference is not None and row.status == "ok" and row is not rows[0]:
                 row.fidelity = fidelity(reference, np.load(row.embeddings))
     gemm, limit = ceiling(gemm_runs, args.threads, flops, real_flops)
-    summarize(rows, len(texts), int(lengths.sum()), limit["seconds"], limit["real_tokens_seconds"])
+    rates = gemm_rates(args.threads, m=shapes[0][0], k=shape["hidden"], n=shape["intermediate"])
+    limit.update(int8_gops=rates["int8_gops"], fp32_gflops=rates["fp32_gflops"],
+                 int8_shape=f"{shapes[0][0]}×{shape['hidden']}×{shape['intermediate']}",
+                 int8_real_tokens_seconds=real_flops["linear_flops"] / (rates["int8_gops"] * 1e9)
+                 + real_flops["attention_flops"] / (limit["gflops"] * 1e9))
+    summarize(rows, len(texts), int(lengths.sum()), limit["seconds"], limit["real_tokens_seconds"],
+              limit["int8_real_tokens_seconds"])
     return {
         "schema": SCHEMA, "model": target.name,
         "settings": {"texts": args.texts, "repeats": args.repeats, "threads": args.threads,
@@ -97,7 +105,8 @@ def benchmark(target: Target, args: argparse.Namespace) -> dict[str, Any]:
         "artifact": {"path": str(target.artifact), "variants": sorted(manifest.towers["text"].variants),
                      "default_variant": default, "created_with": manifest.created_with},
         "st_folder": str(target.st_folder), "st_onnx": anchors.get("st_onnx"), "model_shape": shape,
-        "corpus": {"path": str(corpus_path), "texts": len(texts), "max_seq_length": tokenizer.max_seq_length,
+        "corpus": {"path": "long: Lee background news + fortunes joined past max_seq_length" if args.long
+                   else str(corpus_path), "texts": len(texts), "max_seq_length": tokenizer.max_seq_length,
                    "mean_tokens": float(lengths.mean()), "p95_tokens": float(np.percentile(lengths, 95)),
                    "max_tokens": int(lengths.max()), "total_tokens": int(lengths.sum())},
         "flops": flops, "real_flops": real_flops, "gemm_shapes": shapes, "gemm": gemm, "ceiling": limit,
@@ -125,6 +134,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comma-separated batch worker counts, one embedrt row per variant and count "
                              "(default: one row per variant with the runtime's own count)")
     parser.add_argument("--corpus", type=Path, help="fortunes.jsonl (default: the fetched corpus)")
+    parser.add_argument("--long", action="store_true", help="long texts instead: the Lee background corpus's news "
+                        "articles and fortunes joined past max_seq_length (results as cpu-<model>-long.*)")
     parser.add_argument("--anchors-venv", type=Path, default=cache_dir() / "venv-anchors",
                         help="virtualenv made by benchmarks/setup_anchors.sh")
     parser.add_argument("--st-model", type=Path,
@@ -155,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.targets:
         target = resolve_target(name, args.st_model, args.re_export)
         result = benchmark(target, args)
-        stem = f"cpu-{target.name}"
+        stem = f"cpu-{target.name}" + ("-long" if args.long else "")
         markdown = render_markdown(result)
         (args.out / f"{stem}.md").write_text(markdown, encoding="utf-8")
         (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n",

@@ -54,10 +54,11 @@ def cycle_ratio(runs: list[dict[str, Any]], reference: list[dict[str, Any]]) -> 
     return statistics.median(ratios) if ratios else None
 
 
-def summarize(rows: list[Contender], n_texts: int, tokens: int, ceiling_s: float, real_ceiling_s: float) -> None:
+def summarize(rows: list[Contender], n_texts: int, tokens: int, ceiling_s: float, real_ceiling_s: float,
+              int8_real_ceiling_s: float | None = None) -> None:
     """Medians over cycles into each row's ``summary``; ratios to sentence-transformers torch and to
-    its qint8 ONNX backend per cycle (the targets are set against both); fractions of the ceiling for
-    the padded batches and of the one for real tokens alone."""
+    its qint8 ONNX backend per cycle (the targets are set against both); fractions of the fp32 ceiling for
+    the padded batches and of the one for real tokens alone, and of the int8 real-token ceiling."""
     qint8 = next((row.runs for row in rows if row.key == "st-onnx-qint8"), [])
     for row in rows:
         if not row.runs:
@@ -68,6 +69,7 @@ def summarize(rows: list[Contender], n_texts: int, tokens: int, ceiling_s: float
             "ratio_to_st_torch": cycle_ratio(row.runs, rows[0].runs),
             "ratio_to_st_qint8": cycle_ratio(row.runs, qint8),
             "fraction_of_ceiling": ceiling_s / seconds, "fraction_of_real_ceiling": real_ceiling_s / seconds,
+            "fraction_of_int8_ceiling": int8_real_ceiling_s / seconds if int8_real_ceiling_s else None,
             "cold_start_s": statistics.median(r["cold_start_s"] for r in row.runs),
             "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in row.runs),
             "facts": row.runs[0]["facts"], "versions": row.runs[0]["versions"]}
@@ -129,6 +131,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         "and so can graphs that skip the padding (embedrt's `_fused` variants run on packed rows): the stricter "
         f"real-token ceiling counts each text at its own length, {result['real_flops']['total_flops'] / 1e9:,.1f} "
         f"GFLOP = {result['ceiling']['real_tokens_seconds']:.3g} s.",
+        *([f"- int8 ceiling (what the int8 graphs can reach): the linear layers' multiply-adds at the machine's "
+           f"u8 × s8 GEMM rate (ONNX Runtime's MLAS MatMulInteger at {result['ceiling']['int8_shape']}, "
+           f"{fmt(result['ceiling']['int8_gops'])} GOP/s; fp32 MatMul there {fmt(result['ceiling']['fp32_gflops'])} "
+           "GFLOP/s) plus attention's at the fp32 rate (the int8 graphs attend in fp32), for real tokens alone: "
+           f"{result['ceiling']['int8_real_tokens_seconds']:.3g} s; the int8 rows' '% of int8 ceiling' is against it."]
+          if "int8_gops" in result["ceiling"] else []),
         "- fp32 GEMM (numpy; ONNX Runtime's MLAS MatMul with a constant weight) at the model's layer shapes (m×k×n: "
         f"{', '.join('×'.join(map(str, sh)) for sh in result['gemm_shapes'])}); the ceiling is the best at "
         f"{env['threads']} threads:",
@@ -137,8 +145,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{FIDELITY_PAIRS:,} fixed random pairs' cosine similarities; top-{TOP_K} overlap with the first "
         f"{result['fidelity_queries']} texts as queries against the rest.",
         "", "| path | status | sentences/s | tokens/s | × ST torch | × ST qint8 | % of fp32 ceiling "
-        "| % of real-token ceiling | cold start (s) | peak RSS (MiB) | max 1−cos | Spearman | top-10 overlap | notes |",
-        "|---" * 14 + "|"]
+        "| % of real-token ceiling | % of int8 ceiling | cold start (s) | peak RSS (MiB) | max 1−cos | Spearman "
+        "| top-10 overlap | notes |",
+        "|---" * 15 + "|"]
     for row in result["paths"]:
         status = row["status"] + (f": {row['reason']}" if row["reason"] else "")
         sm, fid = row["summary"] or {}, row["fidelity"] or {}
@@ -148,6 +157,8 @@ def render_markdown(result: dict[str, Any]) -> str:
                  f"{sm['ratio_to_st_qint8']:.2f}" if sm.get("ratio_to_st_qint8") is not None else "–",
                  f"{100 * sm['fraction_of_ceiling']:.1f}%" if sm else "–",
                  f"{100 * sm['fraction_of_real_ceiling']:.1f}%" if sm else "–",
+                 f"{100 * sm['fraction_of_int8_ceiling']:.1f}%" if sm.get("fraction_of_int8_ceiling")
+                 and "int8" in row["key"] else "–",
                  f"{sm['cold_start_s']:.2f}" if sm else "–", f"{sm['peak_rss_mb']:,.0f}" if sm else "–",
                  "reference" if is_ref and sm else (f"{fid['max_one_minus_cos']:.2e}" if fid else "–"),
                  "reference" if is_ref and sm else (f"{fid['spearman']:.5f}" if fid else "–"),

@@ -108,23 +108,11 @@ def ceiling(folder: Path, lengths: np.ndarray, rates: dict[str, float], gemm_thr
     return out
 
 
-def long_texts(n: int) -> list[str]:
-    """News-length texts: the Lee background corpus's documents, and fortunes joined past max_seq_length."""
-    from embedrt.paths import cache_dir
-
-    lee = (cache_dir() / "corpora" / "lee" / "lee_background.cor").read_text(encoding="utf-8", errors="replace")
-    docs = [line.strip() for line in lee.splitlines() if line.strip()]
-    from benchmarks.serve import english_fortunes
-
-    fortunes = english_fortunes(4 * n)
-    joined = [" ".join(fortunes[i:i + 12]) for i in range(0, len(fortunes), 12)]
-    return (docs + joined)[:n]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Profile, compare with the ceiling, print and write the breakdown."""
     import embedrt
     from embedrt.selection import available_cpus
+    from embedrt_dev import corpora
 
     from benchmarks.serve import english_fortunes
 
@@ -136,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=available_cpus())
     parser.add_argument("--out", help="write the JSON here")
     args = parser.parse_args(argv)
-    texts = english_fortunes(args.texts) if args.corpus == "fortunes" else long_texts(args.texts)
+    texts = english_fortunes(args.texts) if args.corpus == "fortunes" else corpora.long_texts(args.texts)
     manifest = embedrt.Artifact(args.artifact).manifest
     lengths = embedrt.load_tokenizer(args.artifact).encode(texts).lengths()
     shape = st_modules(Path(manifest.source["path"]))

@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks import serve_load
 from benchmarks.machine import cpu_model, gemm_rates
 
@@ -33,13 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def english_fortunes(n: int, seed: int = 0) -> list[str]:
-    """``n`` English fortunes from the fetched corpus, shuffled with ``seed``."""
-    from embedrt.paths import cache_dir
+    """``n`` English fortunes (the shared sampler, :func:`embedrt_dev.corpora.english_sample`)."""
+    from embedrt_dev import corpora
 
-    path = cache_dir() / "corpora" / "fortunes.jsonl"
-    texts = [r["text"] for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r["lang"] == "en"]
-    picked = np.random.default_rng(seed).permutation(len(texts))[:n]
-    return [texts[i] for i in picked]
+    return corpora.english_sample(corpora.read_records(), n, seed)
 
 
 def in_process(artifact: str, texts: list[str], repeats: int) -> dict[str, Any]:

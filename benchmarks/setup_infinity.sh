@@ -11,9 +11,11 @@ venv="${EMBEDRT_INFINITY_VENV:-$cache/venv-infinity}"
 python="${PYTHON:-python3}"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-# torch first and pinned: unpinned, pip pulls a multi-GB CUDA build.
+# torch first and pinned, and held there: unpinned, pip pulls a multi-GB CUDA build (infinity-emb[all]'s
+# image extras ask for an older torch, so only the server, optimum and torch extras are taken).
 "$venv/bin/python" -m pip install -q "torch==2.13.0"
-"$venv/bin/python" -m pip install -q "infinity-emb[all]==0.0.78"
+echo "torch==2.13.0" > "$venv/constraints.txt"
+"$venv/bin/python" -m pip install -q -c "$venv/constraints.txt" "infinity-emb[server,optimum,torch]==0.0.78"
 "$venv/bin/python" -m pip uninstall -q -y torchvision || true
 "$venv/bin/python" - <<'PY'
 from importlib.metadata import version

@@ -15,6 +15,8 @@ from embedrt_dev import corpora
 from embedrt_dev.fetch import items
 from hypothesis import HealthCheck, settings
 
+from tests.support import ROOT, child_env  # noqa: F401  (fixtures below use them)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # The adversarial suite's sizes: `full` (the default) runs over 5,000 generated cases in all; the fast tier
 # (`pytest tests/fast --hypothesis-profile=fast`) a few hundred. Registered here, before hypothesis reads
@@ -25,16 +27,6 @@ settings.register_profile("full", max_examples=1200, **_FUZZ)
 settings.register_profile("fast", max_examples=60, **_FUZZ)
 settings.load_profile("full")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def child_env() -> dict[str, str]:
-    """The environment for a child interpreter in which this checkout's benchmarks and dev tools import as
-    they do here (pytest's ``pythonpath``), whether or not embedrt-dev is installed."""
-    paths = [str(ROOT), str(ROOT / "scripts" / "dev"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-
 
 def _require(path: Path, item: str) -> Path:
     if not path.exists():

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, child_env
 
 from benchmarks import cpu_ceiling, cpu_report
+from tests.support import ROOT, child_env
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import onnxruntime
 import pytest
-from conftest import ROOT, child_env
 
 from benchmarks.providers_matrix import plan_configs
+from tests.support import ROOT, child_env
 
 MODEL = "paraphrase-MiniLM-L3-v2"
 GPU_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}

@@ -63,3 +63,15 @@ def spread_english(records: list[dict], n: int) -> list[str]:
     variant gates' texts)."""
     pool = sorted({r["text"] for r in records if r["lang"] == "en" and r["text"].strip()})
     return pool[::max(1, len(pool) // n)][:n]
+
+
+def long_texts(n: int, seed: int = 0) -> list[str]:
+    """``n`` news-length English texts: the Lee background corpus's documents (``python scripts/fetch_models.py
+    lee``; news articles of a few hundred tokens), then English fortunes joined twelve at a time, past
+    any ``max_seq_length``; shuffled with ``seed``."""
+    lee = corpus_path("lee") / "lee_background.cor"
+    docs = [line.strip() for line in lee.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    fortunes = english_sample(read_records(), 12 * max(0, n - len(docs)), seed=seed)
+    texts = docs + [" ".join(fortunes[i:i + 12]) for i in range(0, len(fortunes), 12)]
+    order = np.random.default_rng(seed).permutation(len(texts))[:n]
+    return [texts[i] for i in order]
