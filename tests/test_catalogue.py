@@ -107,7 +107,8 @@ def _json(path):
 
 
 def test_fixtures_are_laid_out_like_the_published_folders(report):
-    """The facts of shared/hub-facts.md, file by file, in the twins the catalogue is checked on."""
+    """The facts of the published folders (checked against the Hub), file by file, in the twins the catalogue
+    is checked on."""
     src = {name: row["source"] for name, row in report.items()}
     for name in ("msmarco-distilbert-base-tas-b", "msmarco-roberta-base-ance-firstp",
                  "msmarco-distilbert-base-dot-prod-v3", "facebook-dpr-question_encoder-single-nq-base"):

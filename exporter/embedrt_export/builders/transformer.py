@@ -40,7 +40,7 @@ def graph_inputs(model: Any) -> tuple[str, ...]:
 @contextlib.contextmanager
 def _eager_attention(model: Any) -> Iterator[None]:
     """Trace attention as MatMul/Softmax rather than one SDPA call: ORT's fusions and the int8
-    rewrites match that pattern, and the dynamic int8 graph of an eager trace runs ~1.5× faster.
+    rewrites match that pattern, and the dynamic int8 graph of an eager trace runs faster.
     The trace's per-layer mask and NaN-guard ``Where`` ops are removed afterwards (``simplify``)."""
     auto_model = getattr(model[0], "auto_model", None)
     previous = getattr(getattr(auto_model, "config", None), "_attn_implementation", "eager")

@@ -5,8 +5,8 @@ softmax, ``Where(IsNaN(p), 0, p)``, for rows whose keys are all masked, and (2) 
 ``Where(mask, 0, -inf)`` that turns the boolean padding mask into an additive one. The runtime
 always feeds at least one real token per text ([CLS]/<s> is never masked, and CLIP's causal rows
 always see their BOS), so no softmax row is ever all ``-inf`` and the guard is the identity; the
-mask copies are all equal. On MiniLM-L6 these ops were ~8% of fp32 time (they run on
-batch × heads × seq × seq tensors) and ~20% of dynamic int8 time. The export's parity check runs
+mask copies are all equal. These ops run on batch × heads × seq × seq tensors, a visible share of
+the fp32 time and more of the int8 time. The export's parity check runs
 on the simplified graph, so a pattern that did matter would fail the export, not ship.
 """
 

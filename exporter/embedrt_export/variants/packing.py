@@ -1,8 +1,8 @@
 """Runs a fused text graph's transformer layers on packed rows: real tokens only, never padding.
 
 A batch of texts padded to its longest is (batch, length, hidden); every MatMul, GELU and LayerNorm
-of a layer works on rows, so the padding rows cost as much as real ones (3% of the tokens of the
-fortunes corpus in length-sorted batches of 32, more in mixed batches) and buy nothing. :func:`pack`
+of a layer works on rows, so the padding rows cost as much as real ones (more in mixed batches than in
+length-sorted ones) and buy nothing. :func:`pack`
 inserts ``ai.embedrt.PackRows`` where the layers' stream of rows begins, so that everything
 row-wise after it runs on (1, tokens, hidden), turns each ``ai.embedrt.Attention`` into
 ``PackedAttention`` (attention within each text's own rows; its score biases keep their padded

@@ -12,9 +12,9 @@ Two recipes, both with int8 weights and activations quantized at run time:
   outputs cost ranking fidelity (all-MiniLM-L6-v2: Spearman ~0.990, top-10 overlap ~0.86).
 * **blockwise** (``int8_blockwise``): ``MatMulNBitsQuantizer`` with 8 bits, blocks of 32 along K,
   symmetric, ``accuracy_level=4``: MatMulNBits quantizes each activation *row* to int8 per block
-  of 32 at run time, so nothing depends on the batch (1−cos alone vs. in a batch ~1e-14) and an
-  outlier channel only coarsens its own block (Spearman ~0.9998, top-10 ~0.98). On ORT 1.31's
-  x64 kernels it runs at fp32 speed; its gains are fidelity and ~3× smaller linear weights.
+  of 32 at run time, so nothing depends on the batch and an outlier channel only coarsens its own
+  block. On ONNX Runtime's x64 kernels it runs at fp32 speed; its gains are fidelity and smaller
+  linear weights (figures: benchmarks/README.md, "int8").
 
 Static QDQ with calibrated per-tensor activation scales is batch-invariant too, but was measured
 and rejected: one scale per tensor cannot cover the outlier channels (MinMax, Percentile and

@@ -15,13 +15,12 @@ rewrite builds it from standard ops around ``com.microsoft.MatMulIntegerToFloat`
   skewed GELU outputs. Each row's scale then covers its own range around that zero point;
 * **the widest 1% of input channels in fp32** (LLM.int8()'s decomposition): after smoothing, the
   channels whose calibrated range is still the largest are zeroed in the int8 path and multiplied
-  in fp32 by their weight rows (a small Gather + Gemm); top-10 overlap without / with them:
-  mpnet-base 0.94 / 0.96-0.967, MiniLM-L6 0.94-0.95 / 0.966-0.968;
+  in fp32 by their weight rows (a small Gather + Gemm), which is what lifts top-10 overlap over the
+  gate (benchmarks/README.md, "int8");
 * per-output-channel symmetric int8 weights.
 
-Measured on all-MiniLM-L6-v2 (1,000 English texts, vs sentence-transformers fp32): Spearman 0.9995,
-top-10 0.968, batch 1−cos 0 (bit-identical alone and in a batch), ~1.7x the fp32 graph's speed on
-2 Zen-class cores (the dynamic int8 graph: ~1.9x, at Spearman 0.989, top-10 0.86). Activations
+Its fidelity and speed against sentence-transformers fp32 and the dynamic int8 graph:
+benchmarks/results/cpu-*.md; every export records its own figures in the manifest. Activations
 are u8 and weights s8, so the graph is only for CPUs whose int8 dot product cannot saturate (VNNI,
 Arm); see ``embedrt.isa``.
 
@@ -30,7 +29,7 @@ The sentence-embedding head (Dense layers after pooling) stays fp32.
 ``int8_rowwise_fused`` is this recipe on embedrt's own ONNX Runtime kernels (``runtime/kernels``,
 ``rewrite(..., kernels=True)`` + :mod:`.kernel_fusion`): the same constants, with each
 group's quantization one op and each MatMul's rescale one op, LayerNorm, GELU and attention folded
-in. In standard ops those steps were ~30% of the graph's time, run one small kernel at a time.
+in. In standard ops those steps were a large share of the graph's time, one small kernel at a time.
 """
 
 from __future__ import annotations
@@ -209,8 +208,8 @@ def rewrite(model: onnx.ModelProto, groups: list[Group], calibration: Calibratio
 
     A group works on its input flattened to 2-D rows (tokens x channels) and each MatMul's result is
     reshaped back: QuantizeLinear's per-axis form needs 2-D rows anyway, and the fp32 channels can
-    then be added by one ``Gemm`` (C = the int8 result) instead of a MatMul and an Add. On MiniLM-L6
-    that layout ran 1-4% faster than the 3-D one (three interleaved in-process runs of 4-8 rounds).
+    then be added by one ``Gemm`` (C = the int8 result) instead of a MatMul and an Add; that layout also
+    ran faster than the 3-D one.
     A MatMul's bias Add rides in that Gemm too, as one more weight row against a column of ones.
     """
     graph = model.graph

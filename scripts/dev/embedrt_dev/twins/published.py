@@ -3,7 +3,7 @@
 A twin built by sentence-transformers 6.2 writes today's configs (``similarity_fn_name`` declared, the
 max length in ``tokenizer_config.json``). The catalogue's models were saved years ago, and a user's
 download says things differently; this rewrites a twin's configs as the published folder has them
-(:class:`embedrt.catalogue.Layout`, checked against the Hub's files in ``shared/hub-facts.md``):
+(:class:`embedrt.catalogue.Layout`, checked against the Hub's files):
 
 * ``config_sentence_transformers.json`` with only ``__version__`` (no ``similarity_fn_name``), unless the
   layout declares one;
