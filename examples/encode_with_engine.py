@@ -8,9 +8,8 @@ budget, run each batch, put the rows back in order. The result is SentenceTransf
 
 import sys
 
-import numpy as np
-
 import embedrt
+import numpy as np
 
 artifact, texts_file = sys.argv[1], sys.argv[2]
 variant = sys.argv[3] if len(sys.argv) > 3 else None

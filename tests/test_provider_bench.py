@@ -108,6 +108,11 @@ def test_gpu_check_dry_run_is_labelled(small_artifact, tmp_path):
     # CPU stand-ins never count as TensorRT evidence
     assert all(g["result"] == "N/A (DRY RUN)" for g in gates if g["check"].startswith("(b)"))
     assert sum(g["check"].startswith("(a)") for g in gates) == 3
+    # (e): embedrt against sentence-transformers on the same texts at sequence 128 (torch fp32 on the CPU here)
+    assert sum(g["check"].startswith("(e)") for g in gates) == 3
+    assert "## (e) embedrt vs sentence-transformers torch fp16" in summary
+    st = data["st_anchor"][MODEL]
+    assert st["embedrt_end_to_end"] > 0 and st["st_forward"] > 0 and st["max_one_minus_cos_vs_st"] < 1e-5
     bench = (out / "bench" / MODEL / "providers.md").read_text(encoding="utf-8")
     assert "DRY RUN" in bench.splitlines()[2]
     assert "(DRY RUN: CPU, not a GPU number)" in summary

@@ -23,7 +23,12 @@ What it does, all bounded by ``--budget-s`` (default 420 s, so the whole run fit
    or modify no engine file and reach its first embedding in at most half the first process's time.
 2. (c) ``python -m benchmarks.providers`` for each model (CUDA and TensorRT rows, CPU fp32 as the
    fidelity reference), with what is left of the budget (:mod:`.report`).
-3. (d) ``--anchor-model``'s (all-mpnet-base-v2) fp16 tokens/s at sequence 128, batch 128, next to
+3. (e) embedrt fp16 against sentence-transformers with torch fp16 (``model.half()``) on the same GPU, same
+   texts, batch 128 at sequence 128: end to end and without tokenization (:mod:`.st_anchor`; needs
+   sentence-transformers and the models' folders, ``--st-folders``, else SKIPPED), with the GPU issue's
+   targets as gates: end to end ≥ 85% of the rate without tokenization, ≥ 1.5× sentence-transformers, and
+   the anchor model ≥ 2M tokens/s without tokenization. It runs before (c), which takes what budget is left.
+4. (d) ``--anchor-model``'s (all-mpnet-base-v2) fp16 tokens/s at sequence 128, batch 128, next to
    NVIDIA's published figure for plugin-fused fp16 BERT-base on an A100 (:data:`.report.ANCHOR`;
    NVIDIA's figure excludes tokenization and host↔device copies, ours includes both).
 

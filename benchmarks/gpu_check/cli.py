@@ -16,9 +16,10 @@ from typing import Any
 
 from ..machine import gpu_names
 from ..providers_measure import file_listing
-from .gates import check_model
+from .gates import anchor_texts, check_model
 from .report import anchor, benchmarks, write_report
 from .run import DRY, BudgetExceeded, Run
+from .st_anchor import st_anchor
 
 
 def child_env() -> tuple[dict[str, str], list[str]]:
@@ -124,6 +125,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parity-texts", type=int, help="texts per model for gate (a) (default 500, dry run 24)")
     parser.add_argument("--anchor-model", default="all-mpnet-base-v2", help="model compared with NVIDIA's anchor")
     parser.add_argument("--require-tensorrt", action="store_true", help="a skipped TensorRT part fails the run")
+    parser.add_argument("--st-folders", type=Path, help="folder of sentence-transformers model folders (DIR/<model>) "
+                        "for (e), the side-by-side with sentence-transformers torch fp16 (default: the cache's "
+                        "models/)")
     parser.add_argument("--allow-cpu-dry-run", action="store_true",
                         help="no GPU: run the flow on the CPU provider with tiny sizes, labelled DRY RUN")
     args = parser.parse_args(argv)
@@ -132,6 +136,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.artifacts = args.artifacts.absolute() if args.artifacts else None
     args.corpus = args.corpus.absolute() if args.corpus else None
     args.parity_texts = args.parity_texts or (24 if args.allow_cpu_dry_run else 500)
+    if args.st_folders is None:
+        from embedrt.paths import cache_dir
+
+        args.st_folders = cache_dir() / "models"
+    args.st_folders = args.st_folders.absolute()
     return args
 
 
@@ -176,9 +185,13 @@ def main(argv: list[str] | None = None) -> int:
                 run.log(f"[{model}] exporting {source} → {artifacts[model]}")
                 from embedrt_export import export
 
-                export(source, artifacts[model], name=model, variants=())
+                export(source, artifacts[model], name=model, variants=("fp16",))
             for model, artifact in artifacts.items():
                 check_model(run, model, artifact, trt_skip)
+            long_texts = run.out / "work" / "st-anchor-texts.json"
+            long_texts.write_text(json.dumps(anchor_texts(args.corpus, 32 if run.dry else 1024)), encoding="utf-8")
+            for model, artifact in artifacts.items():
+                st_anchor(run, model, artifact, long_texts)
             benchmarks(run, artifacts)
         except BudgetExceeded as exc:
             run.log(f"stopped: {exc}")

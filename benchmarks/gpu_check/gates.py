@@ -16,6 +16,11 @@ PARITY_MAX = 1e-3
 SECOND_START_MAX_RATIO = 0.5
 
 
+def anchor_texts(corpus: Path, n: int) -> list[str]:
+    """``n`` texts past 128 tokens (8 consecutive fortunes joined): what (e) fills sequence 128 with."""
+    return corpora.sample_records(corpora.read_records(corpus), n, n_long=n, join=8)
+
+
 def parity_texts(corpus: Path, n: int) -> list[str]:
     """``n`` real fortunes: an even spread over every language, plus a tenth far past any max_seq_length
     (20 consecutive fortunes joined), so truncation and every bucket are exercised."""

@@ -82,6 +82,17 @@ def write_report(run: Run, status: str, anchor_rows: list[dict[str, Any]]) -> No
              f"{run.record.get('elapsed_s', 0):.0f}s", *[f"- {n}" for n in run.record.get("notes", [])],
              "", "## Gates", "", "| model | check | value | threshold | result | detail |", "|---|---|---|---|---|---|"]
     lines += [f"| {g.model} | {g.check} | {g.value} | {g.threshold} | {g.result} | {g.detail} |" for g in run.gates]
+    st_rows = run.record.get("st_anchor", {})
+    if st_rows:
+        lines += ["", "## (e) embedrt vs sentence-transformers torch fp16, sequence 128, batch 128"
+                  + (" (DRY RUN: CPU fp32, not a GPU number)" if run.dry else ""), "",
+                  "| model | embedrt end to end | embedrt without tokenization | share | ST fp16 end to end | "
+                  "ST fp16 forward only | embedrt / ST, end to end |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {m} | {r['embedrt_end_to_end']:,.0f} | {r['embedrt_engine']:,.0f} | "
+                  f"{r['embedrt_end_to_end'] / r['embedrt_engine']:.2f} | {r['st_end_to_end']:,.0f} | "
+                  f"{r['st_forward']:,.0f} | {r['embedrt_end_to_end'] / r['st_end_to_end']:.2f}× |"
+                  for m, r in st_rows.items()]
+        lines.append("(tokens/s)")
     lines += ["", "## (c) Benchmarks", ""]
     for model, entry in run.record.get("benchmarks", {}).items():
         lines.append(f"- {model}: {entry['status']} — `{entry['out']}/providers.md`")

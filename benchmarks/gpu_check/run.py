@@ -89,12 +89,14 @@ def spawn(run: Run, name: str, command: list[str], limit: float | None = None) -
     return proc.returncode, proc.stdout
 
 
-def run_worker(run: Run, name: str, spec: dict[str, Any]) -> dict[str, Any] | None:
-    """Run :mod:`.worker` in a fresh process; its result, or None when it ran out of time."""
+def run_worker(run: Run, name: str, spec: dict[str, Any], module: str = "worker",
+               limit: float | None = None) -> dict[str, Any] | None:
+    """Run ``benchmarks.gpu_check.<module>`` (default :mod:`.worker`) in a fresh process on ``spec``; its
+    result, or None when it ran out of time."""
     spec_path = run.out / "work" / f"{name}.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     started = time.perf_counter()
-    code, stdout = spawn(run, name, [sys.executable, "-m", "benchmarks.gpu_check.worker", str(spec_path)])
+    code, stdout = spawn(run, name, [sys.executable, "-m", f"benchmarks.gpu_check.{module}", str(spec_path)], limit)
     if code is None:
         return None
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]

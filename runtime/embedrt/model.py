@@ -63,6 +63,20 @@ def _progress(total: int, show: bool | None) -> Any:
     return tqdm(total=total, desc="Encoding", unit="text")
 
 
+def _unsorted(rows: Any, order: np.ndarray | None) -> Any:
+    """``rows`` (an array or a list) back in the caller's order, where ``order`` sorted them."""
+    if order is None:
+        return rows
+    if isinstance(rows, np.ndarray):
+        out = np.empty_like(rows)
+        out[order] = rows
+        return out
+    back: list[Any] = [None] * len(rows)
+    for position, row in zip(order, rows):
+        back[position] = row
+    return back
+
+
 class SentenceTransformer:
     """Encode text with an embedrt artifact, with ``sentence_transformers.SentenceTransformer``'s API.
 
@@ -178,6 +192,21 @@ class SentenceTransformer:
             raise TypeError(f"truncate_dim must be an int, got {_describe(truncate_dim)}")
         return check_positive_int("batch_size", batch_size)
 
+    def _chunks(self, texts: list[Any], batch_size: int) -> tuple[list[list[Any]], np.ndarray | None]:
+        """What the pipeline tokenizes at a time, and the order it puts the texts in (``None``: theirs).
+
+        On CPU, chunks of :attr:`chunk_size` texts, each length-sorted by its token counts. On a GPU the
+        model outruns the tokenizer, so the texts go in batches ordered by character length (a stand-in for
+        token length, known before tokenizing) and each batch is tokenized while the device runs the one
+        before; an embedding does not depend on its batch, so the result is the same.
+        """
+        if self.engine.info.device == "cpu" or len(texts) <= batch_size:
+            return [texts[i:i + self.chunk_size] for i in range(0, len(texts), self.chunk_size)], None
+        sizes = np.fromiter((len(t) if isinstance(t, str) else len(t[0]) + len(t[1]) for t in texts), dtype=np.int64,
+                            count=len(texts))
+        order = np.argsort(-sizes, kind="stable")
+        return [[texts[i] for i in order[k:k + batch_size]] for k in range(0, len(texts), batch_size)], order
+
     def _finish(self, embeddings: np.ndarray, normalize: bool, truncate_dim: int | None) -> np.ndarray:
         truncate_dim = truncate_dim if truncate_dim is not None else self.truncate_dim
         if truncate_dim:
@@ -216,7 +245,7 @@ class SentenceTransformer:
             convert_to_tensor = convert_to_numpy = False
         outputs = (SENTENCE,) if output_value == SENTENCE else (TOKENS,) if output_value == TOKENS \
             else (SENTENCE, TOKENS)
-        chunks = [texts[i:i + self.chunk_size] for i in range(0, len(texts), self.chunk_size)]
+        chunks, order = self._chunks(texts, batch_size)
 
         progress = _progress(len(items), show_progress_bar)
         on_batch = progress.update if progress is not None else None
@@ -230,9 +259,11 @@ class SentenceTransformer:
             if progress is not None:
                 progress.close()
 
-        tokens = [t for _, out in parts for t in (out.token_embeddings or [])]
+        tokens = _unsorted([t for _, out in parts for t in (out.token_embeddings or [])], order)
         raw = np.concatenate([out.sentence_embedding for _, out in parts]) if parts and SENTENCE in outputs \
             else np.zeros((0, self.manifest.embedding_dimension), dtype=np.float32)
+        if order is not None and len(raw):
+            raw = _unsorted(raw, order)
         if image_embeddings is not None:
             # texts and images back into one array, in the caller's order
             merged = np.empty((len(items), image_embeddings.shape[1]), dtype=np.float32)
@@ -243,7 +274,7 @@ class SentenceTransformer:
         if output_value == TOKENS:
             out: Any = tokens
         elif output_value is None:
-            ids = [i for enc, _ in parts for i in enc.ids]
+            ids = _unsorted([i for enc, _ in parts for i in enc.ids], order)
             out = [{"sentence_embedding": embeddings[i], "token_embeddings": tokens[i], "input_ids": ids[i],
                     "attention_mask": np.ones_like(ids[i])} for i in range(len(items))]
         else:

@@ -78,3 +78,22 @@ def test_the_types_module_imports_neither_tokenizers_nor_onnxruntime():
     code = ("import sys; import embedrt.types; "
             "bad = [m for m in ('tokenizers', 'onnxruntime') if m in sys.modules]; assert not bad, bad")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_on_a_gpu_each_batch_is_tokenized_while_the_one_before_runs(tiny_artifact):
+    """On a GPU, encode orders texts by character length and tokenizes batch by batch on the pipeline's
+    thread (so tokenization overlaps the device); the result is bit for bit the CPU path's, in input order."""
+    from dataclasses import replace
+
+    texts = [f"{'the quick brown fox ' * (i % 7)}dog {i}" for i in range(100)]
+    model = embedrt.SentenceTransformer(tiny_artifact)
+    want = model.encode(texts, batch_size=16)
+    tokens_want = model.encode(texts, batch_size=16, output_value="token_embeddings")
+    model.engine.info = replace(model.engine.info, device="cuda")  # the GPU path, on the CPU session
+    calls = []
+    real = model.tokenizer.encode_checked
+    model.tokenizer.encode_checked = lambda chunk: calls.append(len(chunk)) or real(chunk)
+    assert np.array_equal(model.encode(texts, batch_size=16), want)
+    assert calls == [16] * 6 + [4]
+    tokens = model.encode(texts, batch_size=16, output_value="token_embeddings")
+    assert all(np.array_equal(a, b) for a, b in zip(tokens, tokens_want))
