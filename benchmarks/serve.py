@@ -51,11 +51,11 @@ def in_process(artifact: str, texts: list[str], repeats: int) -> dict[str, Any]:
     return {**result, "texts_per_s": len(texts) / result["seconds"], "texts": len(texts)}
 
 
-def infinity_folder(args: argparse.Namespace, out: Path) -> Path:
+def infinity_folder(args: argparse.Namespace, work: Path) -> Path:
     """The sentence-transformers folder exported for infinity's optimum engine (once): optimum writes
     ``model.onnx`` with ``last_hidden_state`` (``--library-name transformers``; infinity pools it itself),
     and infinity finds it only at the folder root, given as ``--model-id .``."""
-    folder = out / "infinity-model"
+    folder = work / "infinity-model"
     if not (folder / "model.onnx").is_file():
         cli = Path(args.infinity_venv) / "bin" / "optimum-cli"
         subprocess.run([str(cli), "export", "onnx", "--library-name", "transformers", "--task", "feature-extraction",
@@ -64,15 +64,15 @@ def infinity_folder(args: argparse.Namespace, out: Path) -> Path:
     return folder
 
 
-def servers(args: argparse.Namespace, out: Path) -> list[tuple[str, list[str], str, dict[str, str], str | None]]:
+def servers(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str], str, dict[str, str], str | None]]:
     """(label, command, ready path, env, cwd) of each server to measure."""
     found = [("embedrt", [sys.executable, "-m", "embedrt.cli", "serve", args.artifact, "--name", args.name,
                           "--port", "{port}", "--log-level", "warning"], "/ready", {}, None)]
     infinity = Path(args.infinity_venv) / "bin" / "infinity_emb"
     if infinity.is_file() and args.model_folder:
-        folder = infinity_folder(args, out)
+        folder = infinity_folder(args, work)
         env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-               "INFINITY_ANONYMOUS_USAGE_STATS": "0", "HF_HUB_CACHE": str(out / "hf-cache")}
+               "INFINITY_ANONYMOUS_USAGE_STATS": "0", "HF_HUB_CACHE": str(work / "hf-cache")}
         found.append(("infinity-emb", [str(infinity), "v2", "--model-id", ".", "--served-model-name", args.name,
                                        "--engine", "optimum", "--pooling-method", "mean", "--url-prefix", "/v1",
                                        "--port", "{port}", "--host", "127.0.0.1"], "/health", env, str(folder)))
@@ -98,7 +98,9 @@ def report(data: dict[str, Any], out: Path) -> str:
                          f"{cell['tokens_per_s']:.0f} | {cell['p50_ms']:.1f} | {cell['p95_ms']:.1f} | "
                          f"{cell['p99_ms']:.1f} | {cell['deliberate_429']} | {cell['errors']} | "
                          f"{cell['client_cpu_cores']:.2f} | {cell['server_cpu_cores']:.2f} | {rss_text} |")
-    lines += ["", "Cold start (process start → ready): " + ", ".join(
+    lines += ["", "tokens/s is the sum of each server's own `usage.prompt_tokens` (infinity-emb counts characters "
+              "there, not tokens). 429s are deliberate (the queue is full) and not errors.", "",
+              "Cold start (process start → ready): " + ", ".join(
         f"{s['label']} {s['ready_s']:.2f} s" for s in data["servers"]) + ".", ""]
     text = "\n".join(lines)
     (out / f"serve-{data['model']}.md").write_text(text, encoding="utf-8")
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    work = cache_dir() / "bench" / "serve"  # servers' logs and infinity's exported folder: not results
+    work.mkdir(parents=True, exist_ok=True)
     texts = english_fortunes(args.texts)
     cores = available_cpus()
     data: dict[str, Any] = {
@@ -158,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpu": cpu_model(), "cores": cores, **gemm_rates(cores), "loadavg_before": os.getloadavg()},
         "in_process": in_process(args.artifact, texts, repeats=3), "servers": []}
     print(f"in-process: {data['in_process']['texts_per_s']:.0f} texts/s", flush=True)
-    for label, command, ready, env, cwd in servers(args, out):
-        with serve_load.started(label, command, ready, out / f"serve-{label}.log", env=env, cwd=cwd) as server:
+    for label, command, ready, env, cwd in servers(args, work):
+        with serve_load.started(label, command, ready, work / f"serve-{label}.log", env=env, cwd=cwd) as server:
             cells = []
             for concurrency in map(int, args.concurrency.split(",")):
                 for per in PER_REQUEST:
