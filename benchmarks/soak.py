@@ -1,10 +1,11 @@
 """Memory over a long run: RSS while 500,000 mixed-length texts go through ``encode_stream`` and through
 repeated ``encode`` calls, per variant, each in a fresh process.
 
-    python -m benchmarks.soak ARTIFACT [--texts 500000] [--variants fp32,fp32_fused,int8_rowwise_fused]
+    python -m benchmarks.soak ARTIFACT [--texts 500000] [--max-chars 300]
+                                       [--variants fp32,fp32_fused,int8_rowwise_fused]
 
-Texts are English fortunes cut at a random length between 5 and 300 characters (so batch shapes keep
-changing), cycled until ``--texts``. RSS is read every ``--every`` texts; the target is RSS after all
+Texts are English fortunes cut at a random length between 5 and ``--max-chars`` characters (so batch shapes
+keep changing), cycled until ``--texts``. RSS is read every ``--every`` texts; the target is RSS after all
 texts within 10% of RSS after 20,000. Writes ``soak-<model>.md``, ``.json`` and a ``.png`` of the curves.
 """
 
@@ -28,10 +29,10 @@ import numpy as np
 import embedrt
 from benchmarks.serve import english_fortunes
 
-artifact, variant, mode, total, every = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+artifact, variant, mode, total, every, longest = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
 pool = english_fortunes(20000)
 rng = random.Random(0)
-cuts = [rng.randint(5, 300) for _ in range(len(pool))]
+cuts = [rng.randint(5, longest) for _ in range(len(pool))]
 def texts(n, start=0):
     return [pool[(start + i) % len(pool)][:cuts[(start + i) % len(cuts)]] for i in range(n)]
 def rss():
@@ -57,9 +58,9 @@ print(json.dumps({"variant": model.variant, "mode": mode, "points": points, "sec
 """
 
 
-def run(artifact: str, variant: str, mode: str, total: int, every: int) -> dict[str, Any]:
+def run(artifact: str, variant: str, mode: str, total: int, every: int, longest: int) -> dict[str, Any]:
     """One variant and mode in a fresh process: its RSS points."""
-    out = subprocess.run([sys.executable, "-c", WORKER, artifact, variant, mode, str(total), str(every)],
+    out = subprocess.run([sys.executable, "-c", WORKER, artifact, variant, mode, str(total), str(every), str(longest)],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     points = dict(result["points"])
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="all-MiniLM-L6-v2")
     parser.add_argument("--texts", type=int, default=500_000)
     parser.add_argument("--every", type=int, default=10_000)
+    parser.add_argument("--max-chars", type=int, default=300, help="texts are cut to 5..max-chars characters")
     parser.add_argument("--variants", default="fp32,fp32_fused,int8_rowwise_fused")
     parser.add_argument("--modes", default="stream,encode")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for variant in args.variants.split(","):
         for mode in args.modes.split(","):
-            runs.append(run(args.artifact, variant, mode, args.texts, args.every))
+            runs.append(run(args.artifact, variant, mode, args.texts, args.every, args.max_chars))
             r = runs[-1]
             print(f"{variant} {mode}: RSS {r['rss_baseline_mb']:.0f} MiB after {BASELINE:,}, {r['rss_end_mb']:.0f} "
                   f"after {args.texts:,} ({r['growth']:+.1%}), {r['seconds']:.0f} s", flush=True)
@@ -118,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                                                             "settings": vars(args), "runs": runs}, indent=1))
     lines = [f"# RSS over {args.texts:,} texts: {args.name}", "",
              f"{machine['cpu']}, {cores} cores; GEMM (ONNX Runtime MLAS): fp32 {machine['fp32_gflops']:.0f} GFLOP/s, "
-             f"int8 {machine['int8_gops']:.0f} GOP/s. English fortunes cut to 5-300 characters; each run a fresh "
-             "process. Target: RSS at the end within 10% of RSS after 20,000 texts.", "",
+             f"int8 {machine['int8_gops']:.0f} GOP/s. English fortunes cut to 5-{args.max_chars} characters; each run "
+             "a fresh process. Target: RSS at the end within 10% of RSS after 20,000 texts.", "",
              f"| variant | mode | RSS after {BASELINE:,} (MiB) | RSS after {args.texts:,} (MiB) | change | seconds |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['mode']} | {r['rss_baseline_mb']:.0f} | {r['rss_end_mb']:.0f} | "

@@ -354,3 +354,29 @@ def test_both_towers_run_where_the_torch_stack_cannot_be_imported(clip_artifact,
                             env={**os.environ, "PYTHONPATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(1, 24) (1, 24)"
+
+
+def test_server_embeds_data_uri_images_as_encode_does(clip_artifact, clip_assets):
+    """``embedrt serve`` on CLIP: a data-URI image (bare, OpenAI-style item, or infinity's modality form) gets
+    in-process ``encode``'s embedding of the same image, and a caption the text tower's, in one space."""
+    import httpx
+
+    from tests.fast import serving
+
+    path = clip_assets / "franz-kafka.jpg"
+    uri = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    model = embedrt.SentenceTransformer(clip_artifact[0])
+    want_image, want_text = model.encode([str(path)]), model.encode(["a photo of a writer"])
+    requests = [{"input": [uri, "a photo of a writer"]},
+                {"input": [{"type": "image_url", "image_url": uri}]},
+                {"input": [uri], "modality": "image"}]
+    with serving.running(str(clip_artifact[0]), args=("--name", "clip")) as server:
+        rows = []
+        for body in requests:
+            response = httpx.post(f"{server.url}/v1/embeddings", json={"model": "clip", **body}, timeout=60)
+            assert response.status_code == 200, response.text
+            rows.append(np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32))
+    np.testing.assert_array_equal(rows[0][:1], want_image)
+    np.testing.assert_array_equal(rows[0][1:], want_text)
+    np.testing.assert_array_equal(rows[1], want_image)
+    np.testing.assert_array_equal(rows[2], want_image)
