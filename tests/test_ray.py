@@ -47,11 +47,15 @@ def _run(args: list[str], **kwargs) -> subprocess.Popen:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """The command and the local Ray cluster it started: its whole process group, by the command's pid."""
+    """The command and the local Ray cluster it started, by the command's pid: its whole session, since the
+    raylet puts each worker in a process group of its own (a worker left alive writes parts after the kill)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(60)
-    subprocess.run(["pkill", "-9", "-g", str(process.pid)], check=False)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pkill", "-9", "-s", str(process.pid)], check=False).returncode == 0:
+        assert time.monotonic() < deadline, f"processes of session {process.pid} outlived SIGKILL"
+        time.sleep(0.1)
 
 
 def _finish(process: subprocess.Popen, timeout: float = 480) -> str:
