@@ -75,6 +75,16 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:,.{digits}g}" if value < 100 else f"{value:,.0f}"
 
 
+def describe(cores: int) -> dict[str, object]:
+    """The machine facts every results file starts with: CPU, cores used, GEMM rates on that many threads."""
+    return {"cpu": cpu_model(), "cores": cores, **gemm_rates(cores)}
+
+
+def header(machine: dict[str, object]) -> str:
+    """``describe``'s facts as the sentence a results file opens with."""
+    return (f"{machine['cpu']}, {machine['cores']} cores; GEMM (ONNX Runtime MLAS, {machine['cores']} threads): "
+            f"fp32 {machine['fp32_gflops']:.0f} GFLOP/s, int8 {machine['int8_gops']:.0f} GOP/s.")
+
 
 def gemm_rates(threads: int, m: int = 1024, k: int = 384, n: int = 1536, seconds: float = 1.0) -> dict[str, float]:
     """The machine's GEMM rates through ONNX Runtime's MLAS on ``threads`` threads, at an ``m x k x n`` shape

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import cpu_model, gemm_rates
+from benchmarks.machine import describe, header
 from benchmarks.serve import english_fortunes, in_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     texts = english_fortunes(args.texts)
     cores = available_cpus()
-    machine = {"cpu": cpu_model(), "cores": cores, **gemm_rates(cores), "loadavg_before": os.getloadavg()}
+    machine = {**describe(cores), "loadavg_before": os.getloadavg()}
     local = in_process(args.artifact, texts, args.repeats)
     print(f"in-process {local['variant']}: {local['texts_per_s']:.0f} texts/s", flush=True)
     with tempfile.TemporaryDirectory(prefix="embedrt-ray-bench-") as scratch:
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_job": ratio_job, "ratio_parts": ratio_parts, "ratio_command": ratio_command}
     (out / f"ray-corpus-{args.name}.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
     lines = [f"# `embedrt embed-corpus` on Ray vs in-process `encode`: {args.name}", "",
-             f"{machine['cpu']}, {cores} cores; GEMM (ONNX Runtime MLAS, {cores} threads): fp32 "
-             f"{machine['fp32_gflops']:.0f} GFLOP/s, int8 {machine['int8_gops']:.0f} GOP/s. {len(texts):,} English "
+             f"{header(machine)} {len(texts):,} English "
              f"fortunes, variant {local['variant']}, {args.actors} actors x {args.cpus_per_actor:g} CPU, "
              f"{args.rows_per_part} rows per part.", "",
              "| path | seconds | texts/s | × in-process |", "|---|---|---|---|",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import serve_load
-from benchmarks.machine import cpu_model, gemm_rates
+from benchmarks.machine import describe, header
 
 CONCURRENCY = (1, 8, 64, 256)
 PER_REQUEST = (1, 32)
@@ -82,9 +82,7 @@ def servers(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str], 
 def report(data: dict[str, Any], out: Path) -> str:
     """The Markdown table, written beside the JSON."""
     lines = [f"# `embedrt serve` under load: {data['model']}", "",
-             f"{data['machine']['cpu']}, {data['machine']['cores']} cores; GEMM (ONNX Runtime MLAS, "
-             f"{data['machine']['cores']} threads): fp32 {data['machine']['fp32_gflops']:.0f} GFLOP/s, int8 "
-             f"{data['machine']['int8_gops']:.0f} GOP/s; {data['texts']} English fortunes.",
+             f"{header(data['machine'])} {data['texts']} English fortunes.",
              f"In-process `encode` (batches of 32, variant {data['in_process']['variant']}): "
              f"**{data['in_process']['texts_per_s']:.0f} texts/s** (the ceiling).", "",
              "| server | conc. | texts/req | texts/s | × in-process | tokens/s | p50 ms | p95 ms | p99 ms | "
@@ -159,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = available_cpus()
     data: dict[str, Any] = {
         "model": args.name, "texts": len(texts), "settings": vars(args),
-        "machine": {"cpu": cpu_model(), "cores": cores, **gemm_rates(cores), "loadavg_before": os.getloadavg()},
+        "machine": {**describe(cores), "loadavg_before": os.getloadavg()},
         "in_process": in_process(args.artifact, texts, repeats=3), "servers": []}
     print(f"in-process: {data['in_process']['texts_per_s']:.0f} texts/s", flush=True)
     for label, command, ready, env, cwd in servers(args, work):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.machine import cpu_model, gemm_rates
+from benchmarks.machine import describe, header
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = 20_000
@@ -115,12 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             r = runs[-1]
             print(f"{variant} {mode}: RSS {r['rss_baseline_mb']:.0f} MiB after {BASELINE:,}, {r['rss_end_mb']:.0f} "
                   f"after {args.texts:,} ({r['growth']:+.1%}), {r['seconds']:.0f} s", flush=True)
-    machine = {"cpu": cpu_model(), "cores": cores, **gemm_rates(cores)}
+    machine = describe(cores)
     (out / f"soak-{args.name}.json").write_text(json.dumps({"model": args.name, "machine": machine,
                                                             "settings": vars(args), "runs": runs}, indent=1))
     lines = [f"# RSS over {args.texts:,} texts: {args.name}", "",
-             f"{machine['cpu']}, {cores} cores; GEMM (ONNX Runtime MLAS): fp32 {machine['fp32_gflops']:.0f} GFLOP/s, "
-             f"int8 {machine['int8_gops']:.0f} GOP/s. English fortunes cut to 5-{args.max_chars} characters; each run "
+             f"{header(machine)} English fortunes cut to 5-{args.max_chars} characters; each run "
              "a fresh process. Target: RSS at the end within 10% of RSS after 20,000 texts.", "",
              f"| variant | mode | RSS after {BASELINE:,} (MiB) | RSS after {args.texts:,} (MiB) | change | seconds |",
              "|---|---|---|---|---|---|"]
