@@ -40,8 +40,8 @@ def build_artifact(source: Path, out: Path, calibration_texts: list[str]) -> lis
     model = load_sentence_transformer(str(source))
     facts = optimize.ArchFacts.from_config(model[0].auto_model.config)
     manifest = Artifact(out).manifest
-    candidates = variants.build_text_variants((out / "text" / "model.onnx").read_bytes(), facts,
-                                              calibration_feeds=calibration_feeds(model, calibration_texts))
+    candidates = list(variants.build_text_variants((out / "text" / "model.onnx").read_bytes(), facts,
+                                                   calibration_feeds=calibration_feeds(model, calibration_texts)))
     for candidate in candidates:
         (out / candidate.file).write_bytes(candidate.onnx_bytes)
         manifest = variants.with_variant(manifest, candidate)

@@ -32,8 +32,8 @@ def test_twin_parity(twin_id, twin_assets, tmp_path_factory, add_variants):
 
     # fp32_fused, its layers on packed rows (padding never computed), is as close to sentence-transformers.
     facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
-    fused = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
-                                         ["fp32_fused"])
+    fused = list(variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
+                                              ["fp32_fused"]))
     assert fused[0].note == ""
     add_variants(root / "artifact", fused)
     ours = embedrt.SentenceTransformer(root / "artifact", variant="fp32_fused")

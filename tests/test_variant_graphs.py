@@ -36,8 +36,8 @@ def twin_with_variants(twin_assets, tmp_path_factory, add_variants):
     export(src, root / "artifact", variants=())
     reference = load_sentence_transformer(str(src))
     facts = optimize.ArchFacts.from_config(reference[0].auto_model.config)
-    candidates = variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
-                                              calibration_feeds=calibration_feeds(reference, CALIBRATION))
+    candidates = list(variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
+                                                   calibration_feeds=calibration_feeds(reference, CALIBRATION)))
     add_variants(root / "artifact", candidates)
     return root / "artifact", reference, candidates
 
@@ -101,6 +101,30 @@ def test_twin_fp32_fused_keeps_fp32_parity_on_kernels(twin_with_variants):
     model = embedrt.SentenceTransformer(artifact, variant="fp32_fused", threads=1)
     parity = measure(reference, model, probe_texts(model.max_seq_length), batch_size=4)
     assert parity.max_one_minus_cos <= 1e-6, parity
+
+
+def test_calibration_runs_in_slices_without_padding_and_captures_the_same_rows(twin_with_variants):
+    """The row-wise calibration probe runs each batch in slices of a few rows, cut to their own longest text
+    (a whole padded batch of long texts held gigabytes of captured activations): the real tokens' rows it
+    captures are those of whole padded batches, in the same order."""
+    import onnx
+    from embedrt_export.builders.transformer import calibration_feeds
+    from embedrt_export.variants import rowwise
+
+    artifact, reference, _ = twin_with_variants
+    model = onnx.load_from_string((artifact / "text" / "model.onnx").read_bytes())
+    names = sorted({g.input for g in rowwise.linear_groups(model)})
+    session = rowwise._probe_session(model, names)
+    feeds = calibration_feeds(reference, CALIBRATION, batch_size=12)
+    assert any((f["attention_mask"] == 0).any() for f in feeds)  # there is padding to cut
+
+    sliced = list(rowwise._captured_rows(session, names, feeds, max_tokens=8))
+    whole = list(rowwise._captured_rows(session, names, feeds, max_tokens=10**9))
+    assert len(sliced) > len(whole) == len(feeds)
+    for name in names:
+        got, want = (np.concatenate([rows[name] for rows in runs]) for runs in (sliced, whole))
+        assert got.shape == want.shape == (sum(int(f["attention_mask"].sum()) for f in feeds), got.shape[1])
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["fp32_fused", "int8_rowwise_fused"])

@@ -156,8 +156,8 @@ def test_minilm_variants_meet_their_gates(exported, reference_model, fortunes, t
     # Calibration text for int8_rowwise: English records none of which are measured below.
     measured = set(spread_english(fortunes, 1200))
     calibration = [r["text"] for r in fortunes if r["lang"] == "en" and r["text"] not in measured][::5]
-    candidates = variants.build_text_variants((artifact / "text" / "model.onnx").read_bytes(), facts,
-                                              calibration_feeds=calibration_feeds(reference, calibration))
+    candidates = list(variants.build_text_variants((artifact / "text" / "model.onnx").read_bytes(), facts,
+                                                   calibration_feeds=calibration_feeds(reference, calibration)))
     add_variants(artifact, candidates)
     # 1,200 English texts (200 queries against 1,000) plus ~80 multilingual ones for max 1-cos.
     texts = spread_english(fortunes, 1200)

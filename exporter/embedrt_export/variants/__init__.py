@@ -19,7 +19,7 @@ variant runs (:data:`CPU_ISA`, :data:`DEVICES`), :class:`Candidate`, :func:`buil
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -134,8 +134,9 @@ def _default_opset(onnx_bytes: bytes) -> int:
 
 
 def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iterable[str] = ALL_VARIANTS,
-                        calibration_feeds: Sequence[Mapping[str, np.ndarray]] = ()) -> list[Candidate]:
-    """Build the requested variants of an fp32 text graph.
+                        calibration_feeds: Sequence[Mapping[str, np.ndarray]] = ()) -> Iterator[Candidate]:
+    """Build the requested variants of an fp32 text graph, one at a time: a caller that measures each
+    before asking for the next holds one candidate graph (a base model's graphs are hundreds of MB each).
 
     ``int8_rowwise`` and ``int8_rowwise_fused`` are calibrated on ``calibration_feeds`` (tokenized
     batches of real text; their smoothing and zero points come from them, computed once for both),
@@ -150,12 +151,14 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
     unknown = sorted(set(names) - set(GATES))
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; known: {sorted(GATES)}")
-    fused = optimize.fuse(fp32_onnx, facts)
-    built: list[Candidate] = []
+    fused = None  # ORT's fused graph, built when a variant first needs it
+    files: dict[str, str] = {}  # sha256 of a graph -> the file it was written as
     calibration = None
     for name in names:
         custom_ops: tuple[str, ...] = ()
         note = ""
+        if name in (OPTIMIZED, FP16, INT8_BLOCKWISE) and fused is None:
+            fused = optimize.fuse(fp32_onnx, facts)
         if name == OPTIMIZED:
             data = fused.onnx_bytes
         elif name == FP32_FUSED:
@@ -176,10 +179,9 @@ def build_text_variants(fp32_onnx: bytes, facts: optimize.ArchFacts, names: Iter
             # MatMuls itself, and QAttention measured slower than DynamicQuantizeMatMul + fp32 attention.
             data = quantize.quantize_dynamic_int8(fp32_onnx, name.removeprefix("int8_"))
         # int8_avx512_vnni and int8_arm64 use the same settings, hence the same bytes: one file.
-        file = next((c.file for c in built if c.onnx_bytes == data), VARIANT_FILE.format(name=name))
-        built.append(Candidate(name=name, onnx_bytes=data, opset=_default_opset(data), gate=GATES[name],
-                               file=file, custom_ops=custom_ops, packed_rows=bool(custom_ops) and not note, note=note))
-    return built
+        file = files.setdefault(sha256_bytes(data), VARIANT_FILE.format(name=name))
+        yield Candidate(name=name, onnx_bytes=data, opset=_default_opset(data), gate=GATES[name], file=file,
+                        custom_ops=custom_ops, packed_rows=bool(custom_ops) and not note, note=note)
 
 
 def with_variant(manifest: Manifest, candidate: Candidate, parity: Mapping[str, float] | None = None,

@@ -100,14 +100,29 @@ def _probe_session(model: onnx.ModelProto, names: list[str]) -> Any:
     return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def _captured_rows(session: Any, names: list[str],
-                   feeds: Iterable[Mapping[str, np.ndarray]]) -> Iterable[dict[str, np.ndarray]]:
-    """Yield, per calibration batch, each named tensor's rows at real (unpadded) tokens, as (rows, K)."""
+def _slices(feed: Mapping[str, np.ndarray], max_tokens: int) -> Iterable[dict[str, np.ndarray]]:
+    """``feed`` cut into runs of at most ``max_tokens`` padded tokens, each without the padding columns past
+    its own longest text: the probe returns every captured tensor of a run at once, and one long text in a
+    batch of 32 would otherwise pad it to gigabytes of captured activations (mpnet-base: 3 GB a run)."""
+    mask = np.asarray(feed["attention_mask"])
+    step = max(1, max_tokens // mask.shape[1])
+    for start in range(0, mask.shape[0], step):
+        used = np.flatnonzero(mask[start:start + step].any(axis=0))
+        width = int(used[-1]) + 1 if used.size else 1
+        yield {name: (np.asarray(x)[start:start + step, :width] if np.ndim(x) >= 2 and np.shape(x)[:2] == mask.shape
+                      else x) for name, x in feed.items()}
+
+
+def _captured_rows(session: Any, names: list[str], feeds: Iterable[Mapping[str, np.ndarray]],
+                   max_tokens: int = 512) -> Iterable[dict[str, np.ndarray]]:
+    """Yield, per slice of a calibration batch (:func:`_slices`), each named tensor's rows at real (unpadded)
+    tokens, as (rows, K)."""
     for feed in feeds:
-        real = np.asarray(feed["attention_mask"]).reshape(-1).astype(bool)
-        outputs = session.run(names, dict(feed))
-        rows = (out.reshape(-1, out.shape[-1]) for out in outputs)
-        yield {n: (r[real] if len(r) == len(real) else r) for n, r in zip(names, rows)}
+        for part in _slices(feed, max_tokens):
+            real = np.asarray(part["attention_mask"]).reshape(-1).astype(bool)
+            outputs = session.run(names, part)
+            rows = (out.reshape(-1, out.shape[-1]) for out in outputs)
+            yield {n: (r[real] if len(r) == len(real) else r) for n, r in zip(names, rows)}
 
 
 def _zero_point(lo: np.ndarray, hi: np.ndarray) -> int:
