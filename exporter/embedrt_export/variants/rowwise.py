@@ -103,7 +103,7 @@ def _probe_session(model: onnx.ModelProto, names: list[str]) -> Any:
 def _slices(feed: Mapping[str, np.ndarray], max_tokens: int) -> Iterable[dict[str, np.ndarray]]:
     """``feed`` cut into runs of at most ``max_tokens`` padded tokens, each without the padding columns past
     its own longest text: the probe returns every captured tensor of a run at once, and one long text in a
-    batch of 32 would otherwise pad it to gigabytes of captured activations (mpnet-base: 3 GB a run)."""
+    batch of 32 would otherwise pad it to gigabytes of captured activations on a base-sized model."""
     mask = np.asarray(feed["attention_mask"])
     step = max(1, max_tokens // mask.shape[1])
     for start in range(0, mask.shape[0], step):
