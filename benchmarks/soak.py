@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             "settings": vars(args), "runs": runs}, indent=1))
     lines = [f"# RSS over {args.texts:,} texts: {args.name}", "",
              f"{header(machine)} English fortunes cut to 5-{args.max_chars} characters; each run "
-             "a fresh process. Target: RSS at the end within 10% of RSS after 20,000 texts.", "",
+             f"a fresh process. Target: RSS at the end within 10% of RSS after {BASELINE:,} texts.", "",
              f"| variant | mode | RSS after {BASELINE:,} (MiB) | RSS after {args.texts:,} (MiB) | change | seconds |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['mode']} | {r['rss_baseline_mb']:.0f} | {r['rss_end_mb']:.0f} | "

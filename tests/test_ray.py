@@ -53,11 +53,19 @@ def _stop(process: subprocess.Popen) -> None:
     raylet puts each worker in a process group of its own (a worker left alive writes parts after the kill)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
-    process.wait(60)
+    process.wait(60)  # reaped first: pkill counts a zombie driver as alive
     deadline = time.monotonic() + 30
     while subprocess.run(["pkill", "-9", "-s", str(process.pid)], check=False).returncode == 0:
         assert time.monotonic() < deadline, f"processes of session {process.pid} outlived SIGKILL"
         time.sleep(0.1)
+
+
+def _wait_for_parts(out: Path, count: int, process: subprocess.Popen) -> None:
+    """Until ``count`` parts are written; fails with the command's output if it ends or Ray starts too slowly."""
+    deadline = time.monotonic() + 300  # generous: a loaded CI machine starts Ray slowly
+    while len(list(out.glob("part-*.parquet"))) < count:
+        assert time.monotonic() < deadline and process.poll() is None, process.stdout.read()
+        time.sleep(0.05)
 
 
 def _finish(process: subprocess.Popen, timeout: float = 480) -> str:
@@ -116,10 +124,7 @@ def test_a_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(corpus, mini
     process = _run([str(path), str(out), "--model", str(minilm_artifact), "--id-column", "id", "--variant", "fp32",
                     "--actors", "2", "--rows-per-part", "100"])
     try:
-        deadline = time.monotonic() + 300  # generous: a loaded CI machine starts Ray slowly
-        while len(list(out.glob("part-*.parquet"))) < 2:  # blocks are in flight
-            assert time.monotonic() < deadline and process.poll() is None, process.stdout.read()
-            time.sleep(0.1)
+        _wait_for_parts(out, 2, process)  # blocks are in flight
         victims = _actor_pids()
         assert victims
         os.kill(victims[0], signal.SIGKILL)
@@ -139,10 +144,7 @@ def test_a_killed_job_resumes_without_recomputing_what_it_wrote(corpus, minilm_a
             "--actors", "2", "--rows-per-part", "100"]
     first = _run(args)
     try:
-        deadline = time.monotonic() + 300  # generous: a loaded CI machine starts Ray slowly
-        while len(list(out.glob("part-*.parquet"))) < 6:
-            assert time.monotonic() < deadline and first.poll() is None, first.stdout.read()
-            time.sleep(0.05)
+        _wait_for_parts(out, 6, first)
     finally:
         _stop(first)  # the driver and its cluster, mid-job
     written = len(list(out.glob("part-*.parquet")))
