@@ -298,6 +298,79 @@ def test_packed_attention_attends_within_each_item(lengths, head_size, position_
         start += n
 
 
+def _bf16(x):
+    """x rounded to the nearest bf16 (ties to even), as float32."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize(("lengths", "head_size", "position_bias"), [
+    ((45, 3, 17, 0, 30, 200), 32, False),  # MiniLM-like: VDPBF16PS where the CPU has AVX-512 BF16
+    ((13, 9, 1), 64, True),                 # MPNet-like, with a position bias: tiles of three and one vectors
+    ((21, 6), 48, False),                   # not whole pairs of AVX-512 vectors: AVX-512 on rounded operands
+    ((7, 5), 24, False),                    # the portable path
+])
+def test_bf16_attention_is_attention_on_bf16_rounded_operands(lengths, head_size, position_bias):
+    """operands="bf16": the two products run on (q + bq) * scale, k + bk, the weights exp(s - max) and v
+    rounded to bf16, summed in float32. Against float64 on those rounded operands its error is a small
+    part of its error against exact attention (what bf16 rounding costs), which stays at bf16's scale;
+    the weights' own rounding, at 2^-9, is where the two can differ. A padding mask on packed rows is
+    zero where items read it and changes nothing."""
+    rng = np.random.default_rng(11)
+    heads = 4
+    hidden, scale = heads * head_size, np.float32(1 / np.sqrt(head_size))
+    tokens, width = sum(lengths), max(lengths) + 3
+    inputs = ["q", "k", "v", "qkv_bias", "scale", "head_size", "lengths", "mask"] + (["position"] * position_bias)
+    node = helper.make_node("PackedAttention", inputs, ["y"], domain=kernels.DOMAIN, operands="bf16")
+    qkv_bias = rng.standard_normal(3 * hidden).astype(np.float32)
+    session = _session([node], [("q", F), ("k", F), ("v", F), ("lengths", TensorProto.INT64), ("mask", F),
+                                ("position", F)][:6 if position_bias else 5], [("y", F)],
+                       [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(np.array(head_size), "head_size"),
+                        numpy_helper.from_array(qkv_bias, "qkv_bias")])
+    feed = {x: rng.standard_normal((1, tokens, hidden)).astype(np.float32) for x in "qkv"}
+    feed["lengths"] = np.array(lengths, np.int64)
+    mask = np.zeros((len(lengths), 1, width, width), np.float32)  # transformers' expanded padding mask
+    for b, n in enumerate(lengths):
+        mask[b, ..., n:] = np.finfo(np.float32).min
+    feed["mask"] = mask
+    position = rng.standard_normal((1, heads, width, width)).astype(np.float32)
+    if position_bias:
+        feed["position"] = position
+    y = session.run(None, feed)[0]
+    bq, bk, bv = np.split(qkv_bias, 3)
+    exact, rounded = np.zeros_like(y, np.float64), np.zeros_like(y, np.float64)
+    start = 0
+    for n in lengths:
+        rows = slice(start, start + n)
+        for h in range(heads if n else 0):
+            cols = slice(h * head_size, (h + 1) * head_size)
+            q, k, v = (feed[x][0, rows, cols] + b[cols] for x, b in (("q", bq), ("k", bk), ("v", bv)))
+            bias = position[0, h, :n, :n] if position_bias else 0
+            s = q.astype(np.float64) @ k.T * scale + bias
+            p = np.exp(s - s.max(axis=1, keepdims=True))
+            exact[0, rows, cols] = (p / p.sum(axis=1, keepdims=True)) @ v
+            s = _bf16(q * scale).astype(np.float64) @ _bf16(k).T + bias
+            p = np.exp(s - s.max(axis=1, keepdims=True))
+            v_rounded = _bf16(feed["v"][0, rows, cols]).astype(np.float64)
+            rounded[0, rows, cols] = _bf16(p) @ v_rounded / p.sum(axis=1, keepdims=True) + bv[cols]
+        start += n
+    error, cost = np.abs(y - rounded), np.abs(y - exact)
+    assert error.mean() < 0.1 * cost.mean(), (error.mean(), cost.mean())
+    assert error.max() < 4e-3 and 1e-4 < cost.max() < 4e-2, (error.max(), cost.max())
+
+
+def test_attention_refuses_an_unknown_operand_precision():
+    node = helper.make_node("PackedAttention", ["q", "k", "v", "qkv_bias", "scale", "head_size", "lengths"], ["y"],
+                            domain=kernels.DOMAIN, operands="int4")
+    session = _session([node], [("q", F), ("k", F), ("v", F), ("lengths", TensorProto.INT64)], [("y", F)],
+                       [numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+                        numpy_helper.from_array(np.array(8, np.int64), "head_size"),
+                        numpy_helper.from_array(np.zeros(48, np.float32), "qkv_bias")])
+    x = np.zeros((1, 4, 16), np.float32)
+    with pytest.raises(Exception, match="PackedAttention: attribute operands='int4': expected 'fp32' or 'bf16'"):
+        session.run(None, {"q": x, "k": x, "v": x, "lengths": np.array([4], np.int64)})
+
+
 def test_packed_attention_refuses_lengths_that_do_not_cover_the_rows():
     session = _session([_op("PackedAttention", ["q", "k", "v", "qkv_bias", "scale", "head_size", "lengths"], ["y"])],
                        [("q", F), ("k", F), ("v", F), ("lengths", TensorProto.INT64)], [("y", F)],

@@ -94,6 +94,7 @@ def test_twin_fp32_fused_keeps_fp32_parity_on_kernels(twin_with_variants):
     fused = onnx.load_from_string(next(c for c in candidates if c.name == "fp32_fused").onnx_bytes)
     ops = Counter(f"{n.domain}:{n.op_type}" for n in fused.graph.node)
     assert ops["ai.embedrt:PackedAttention"] == layers and ops["ai.embedrt:BiasGelu"] == layers
+    assert not [a for n in fused.graph.node if n.op_type == "PackedAttention" for a in n.attribute]  # fp32 operands
     assert ops["ai.embedrt:BiasAddLayerNorm"] == 2 * layers and ops[":LayerNormalization"] == 1  # embeddings'
     assert not ops[":Softmax"] and not ops[":Erf"] and not ops[":Transpose"]
     # packed after the embeddings, unpacked once for the pooling and the token_embeddings output
@@ -227,8 +228,8 @@ def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_
     """int8_rowwise_fused: int8_rowwise's MatMulIntegerToFloat per linear layer, between embedrt's kernels.
     One RowQuantize per group except the feed-forward output's, which the GELU before it writes; the
     residual Add + LayerNorm after attention and after the feed-forward block folded into the rescale;
-    each layer's attention (head split, scores, mask, softmax, context, merge) one op.
-    Same calibration as int8_rowwise, so the two graphs agree up to float rounding."""
+    each layer's attention (head split, scores, mask, softmax, context, merge) one op, on bf16 operands.
+    Same calibration as int8_rowwise, so the two graphs agree up to float rounding and bf16 attention."""
     from collections import Counter
 
     import onnx
@@ -250,6 +251,8 @@ def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_
     assert ops["ai.embedrt:RowDequantize"] == sum(len(g.matmuls) for g in groups) - 3 * layers
     assert ops[":LayerNormalization"] == 1 and not ops[":Erf"] and not ops[":QuantizeLinear"]  # embeddings' LN
     assert ops["ai.embedrt:PackedAttention"] == layers and not ops[":Softmax"] and not ops[":Transpose"]
+    assert {onnx.helper.get_attribute_value(a) for n in fused.graph.node if n.op_type == "PackedAttention"
+            for a in n.attribute if a.name == "operands"} == {b"bf16"}
     assert ops["ai.embedrt:PackRows"] == 1 and ops["ai.embedrt:UnpackRows"] == 1
     assert "ai.embedrt" in {o.domain for o in fused.opset_import}
     assert by_name["int8_rowwise_fused"].custom_ops == ("ai.embedrt",) and not by_name["int8_rowwise"].custom_ops

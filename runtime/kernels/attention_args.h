@@ -11,6 +11,9 @@ namespace {
 
 constexpr int kRows = 8;  // attention query rows per block: each key or value load feeds kRows FMAs
 
+// The floats of scratch one (item, head) of attention needs, head size d, keys padded to lp.
+constexpr int64_t AttendScratch(int64_t d, int64_t lp) { return (2 * d + kRows) * lp + kRows * d; }
+
 // A score bias broadcastable to (B, H, L, L): each axis full or 1.
 struct ScoreBias {
   const float* data = nullptr;

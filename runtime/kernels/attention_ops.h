@@ -16,21 +16,47 @@
 
 namespace {
 
+// The precision of attention's operands, the ops' "operands" attribute: "fp32" (the default) or "bf16"
+// (q, k, the weights and v rounded to bf16, products summed in fp32: simd_kernels.inc's AttendHead).
+class Operands {
+ public:
+  Operands(const OrtApi* api, const OrtKernelInfo* info) {
+    size_t size = 0;
+    if (OrtStatus* missing = api->KernelInfoGetAttribute_string(info, "operands", nullptr, &size)) {
+      api->ReleaseStatus(missing);
+      return;
+    }
+    value_.resize(size);
+    Ort::ThrowOnError(api->KernelInfoGetAttribute_string(info, "operands", value_.data(), &size));
+    value_.resize(size ? size - 1 : 0);  // the size counts the terminating null
+  }
+
+  // Whether the operands are bf16; an error status for a value other than "fp32" or "bf16".
+  Ort::Status Read(const std::string& op, bool& bf16) const {
+    if (value_ != "fp32" && value_ != "bf16")
+      return Invalid(op, "attribute operands='" + value_ + "': expected 'fp32' or 'bf16'");
+    bf16 = value_ == "bf16";
+    return Ort::Status(nullptr);
+  }
+
+ private:
+  std::string value_ = "fp32";
+};
+
 // Every (item, head) of `a` on the pool; `longest` is the most keys an item has.
-Ort::Status RunAttention(OrtKernelContext* context, AttentionArgs& a, int64_t nb, int64_t heads, int64_t longest) {
+Ort::Status RunAttention(OrtKernelContext* context, AttentionArgs& a, int64_t nb, int64_t heads, int64_t longest,
+                         bool bf16) {
   const int width = Cpu().width;
   const int64_t lp = (longest + width - 1) / width * width;
+  const auto attend = bf16 ? Cpu().attend_head_bf16 : Cpu().attend_head;
+  const auto portable = bf16 ? generic::AttendHead<true> : generic::AttendHead<false>;
   ParallelBlocks(context, nb * heads, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scratch;  // kept across heads and calls: no allocation per head
-    const auto need = static_cast<size_t>((a.d + kRows) * lp + kRows * a.d);
+    const auto need = static_cast<size_t>(AttendScratch(a.d, lp));
     if (scratch.size() < need) scratch.resize(need);
-    float* kt = scratch.data();
-    float* scores = kt + a.d * lp;
-    float* qb = scores + kRows * lp;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / heads, h = task % heads;
-      if (!Cpu().attend_head(a, b, h, kt, scores, qb))
-        generic::AttendHead(a, b, h, kt, scores, qb);  // head size: not whole vectors
+      if (!attend(a, b, h, scratch.data())) portable(a, b, h, scratch.data());  // head size: not whole vectors
     }
   });
   return Ort::Status(nullptr);
@@ -54,11 +80,22 @@ Ort::Status ReadAttention(const std::string& op, const Tensor<float>& q, const T
   return Ort::Status(nullptr);
 }
 
-Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
+struct Attention {
+  Attention(const OrtApi* api, const OrtKernelInfo* info) : operands(api, info) {}
+  Ort::Status Compute(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
                       const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
-                      const Tensor<int64_t>& head_size,
-                      const Tensor<float>& bias, std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out) {
+                      const Tensor<int64_t>& head_size, const Tensor<float>& bias,
+                      std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out);
+  Operands operands;
+};
+
+Ort::Status Attention::Compute(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
+                               const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
+                               const Tensor<int64_t>& head_size, const Tensor<float>& bias,
+                               std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out) {
   const std::string op = "Attention";
+  bool bf16 = false;
+  if (auto status = operands.Read(op, bf16); !status.IsOK()) return status;
   AttentionArgs a;
   int64_t heads = 0;
   if (auto status = ReadAttention(op, q, k, v, qkv_bias, scale, head_size, a, heads); !status.IsOK()) return status;
@@ -69,7 +106,7 @@ Ort::Status Attention(OrtKernelContext* context, const Tensor<float>& q, const T
   a.bias1 = *b1;
   a.bias2 = *b2;
   a.y = y_out.Allocate(q.Shape());
-  return RunAttention(context, a, nb, heads, l);
+  return RunAttention(context, a, nb, heads, l, bf16);
 }
 
 // A PackedAttention bias: (batch | 1, heads | 1, L | 1, L | 1) for an L of at least the longest item.
@@ -81,12 +118,38 @@ std::optional<ScoreBias> PackedBias(std::optional<const Tensor<float>*> t, int64
   return ScoreBias::From(**t, nb, heads, l);
 }
 
-Ort::Status PackedAttention(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
-                            const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
-                            const Tensor<int64_t>& head_size, const Tensor<int64_t>& lengths,
-                            std::optional<const Tensor<float>*> bias, std::optional<const Tensor<float>*> bias2,
-                            Tensor<float>& y_out) {
+struct PackedAttention {
+  PackedAttention(const OrtApi* api, const OrtKernelInfo* info) : operands(api, info) {}
+  Ort::Status Compute(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
+                      const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
+                      const Tensor<int64_t>& head_size, const Tensor<int64_t>& lengths,
+                      std::optional<const Tensor<float>*> bias, std::optional<const Tensor<float>*> bias2,
+                      Tensor<float>& y_out);
+  Operands operands;
+};
+
+// `bias` with no data when every value an item reads is zero, as a padding mask is on packed rows
+// (they have no padding): the kernel then adds nothing, instead of a row of bias per score row and
+// head. The check stops at the first nonzero value, as a position bias has at once.
+ScoreBias WithoutZeroMask(ScoreBias bias, int64_t nb, int64_t heads, const int64_t* lengths) {
+  if (!bias.data) return bias;
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t h = 0; h < (bias.sh ? heads : 1); ++h)
+      for (int64_t i = 0; i < (bias.si ? lengths[b] : 1); ++i) {
+        const float* row = bias.Row(b, h, i);
+        if (std::any_of(row, row + (bias.per_key ? lengths[b] : 1), [](float x) { return x != 0.0f; })) return bias;
+      }
+  return ScoreBias{};
+}
+
+Ort::Status PackedAttention::Compute(OrtKernelContext* context, const Tensor<float>& q, const Tensor<float>& k,
+                                     const Tensor<float>& v, const Tensor<float>& qkv_bias, const Tensor<float>& scale,
+                                     const Tensor<int64_t>& head_size, const Tensor<int64_t>& lengths,
+                                     std::optional<const Tensor<float>*> bias,
+                                     std::optional<const Tensor<float>*> bias2, Tensor<float>& y_out) {
   const std::string op = "PackedAttention";
+  bool bf16 = false;
+  if (auto status = operands.Read(op, bf16); !status.IsOK()) return status;
   AttentionArgs a;
   int64_t heads = 0;
   if (auto status = ReadAttention(op, q, k, v, qkv_bias, scale, head_size, a, heads); !status.IsOK()) return status;
@@ -107,12 +170,12 @@ Ort::Status PackedAttention(OrtKernelContext* context, const Tensor<float>& q, c
   const auto b1 = PackedBias(bias, nb, heads, longest);
   const auto b2 = PackedBias(bias2, nb, heads, longest);
   if (!b1 || !b2) return Invalid(op, "a score bias does not broadcast to (items, heads, L, L) with L >= the longest item");
-  a.bias1 = *b1;
-  a.bias2 = *b2;
+  a.bias1 = WithoutZeroMask(*b1, nb, heads, len);
+  a.bias2 = WithoutZeroMask(*b2, nb, heads, len);
   a.starts = starts.data();
   a.lengths = len;
   a.y = y_out.Allocate(q.Shape());
-  return RunAttention(context, a, nb, heads, longest);
+  return RunAttention(context, a, nb, heads, longest, bf16);
 }
 
 }  // namespace

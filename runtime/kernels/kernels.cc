@@ -21,7 +21,9 @@
 //   x86.h               EMBEDRT_X86, the guard around the x86-only code
 //   vec_avx2.h          VecAvx2 and its loops, in an "avx2,fma" target region
 //   vec_avx512.h        VecAvx512 and its loops, in an "avx512f,avx2,fma" target region
-//   dispatch.h          Kernels and Cpu(): the instruction set chosen when the library loads
+//   attention_bf16.h    attention on bf16 operands with VDPBF16PS, in an "avx512bf16" target region
+//   dispatch.h          Kernels and Cpu(): the instruction set chosen when the library loads (and, on
+//                       AVX-512, whether bf16 attention runs on VDPBF16PS)
 //   quantize_ops.h      RowQuantize, RowDequantize, RowDequantizeAddLayerNorm, RowDequantizeGeluQuantize
 //   bias_ops.h          BiasAddLayerNorm, BiasGelu
 //   packing_ops.h       PackRows, UnpackRows
@@ -42,6 +44,7 @@
 #include "x86.h"
 #include "vec_avx2.h"
 #include "vec_avx512.h"
+#include "attention_bf16.h"
 #include "dispatch.h"
 #include "quantize_ops.h"
 #include "bias_ops.h"

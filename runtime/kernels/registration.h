@@ -13,6 +13,8 @@
 //   PackedAttention(q, k, v, qkv_bias, scale, head_size, lengths[, bias[, bias2]]) -> y: the same on
 //       packed rows, (1, tokens, hidden): item b is the next lengths[b] rows, and padding is never
 //       computed. Its biases keep the padded (batch, heads, L, L) layout, read at the item's own positions
+//   Both attention ops take the attribute operands = "fp32" (default) or "bf16": the two products'
+//       operands, (q' * scale, k', the weights before normalization, v), rounded to bf16 and summed in fp32
 //   PackRows(x, attention_mask) -> packed, lengths: the (batch, length, hidden) rows of real tokens,
 //       one after another as (1, tokens, hidden), and each item's token count. The mask must be
 //       right-padded (ones, then zeros), as embedrt's engine pads
@@ -57,8 +59,8 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
       Op{CreateLiteCustomOp("RowDequantize", kCpu, RowDequantize)},
       Op{CreateLiteCustomOp("RowDequantizeAddLayerNorm", kCpu, RowDequantizeAddLayerNorm)},
       Op{CreateLiteCustomOp("RowDequantizeGeluQuantize", kCpu, RowDequantizeGeluQuantize)},
-      Op{CreateLiteCustomOp("Attention", kCpu, Attention)},
-      Op{CreateLiteCustomOp("PackedAttention", kCpu, PackedAttention)},
+      Op{CreateLiteCustomOp<Attention>("Attention", kCpu)},
+      Op{CreateLiteCustomOp<PackedAttention>("PackedAttention", kCpu)},
       Op{CreateLiteCustomOp("PackRows", kCpu, PackRows)},
       Op{CreateLiteCustomOp("UnpackRows", kCpu, UnpackRows)},
       Op{CreateLiteCustomOp("BiasAddLayerNorm", kCpu, BiasAddLayerNorm)},

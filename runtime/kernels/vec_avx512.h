@@ -62,6 +62,12 @@ struct VecAvx512 {
   }
   static R lo(R a, R b) { return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); }
   static R hi(R a, R b) { return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); }
+  static R to_bf16(R a) {  // as VecScalar::to_bf16
+    const __m512i u = _mm512_castps_si512(a);
+    const __m512i odd = _mm512_and_epi32(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
+    return _mm512_castsi512_ps(_mm512_and_epi32(r, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
   static void transpose(R* r) {  // 16 x 16, in registers: pairs, then quads, then 128-bit lanes twice
     R t[16];
     for (int i = 0; i < 16; i += 2) {

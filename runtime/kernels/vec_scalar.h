@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -44,6 +45,13 @@ struct VecScalar {
   static R load_first(const float* p, int64_t) { return *p; }  // W = 1: never a partial vector
   static R keep_first(R v, int64_t, float) { return v; }
   static void transpose(R*) {}
+  static R to_bf16(R a) {  // round half to even at bit 16: the bf16 nearest a, as a float
+    uint32_t u;
+    std::memcpy(&u, &a, sizeof u);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    std::memcpy(&a, &u, sizeof u);
+    return a;
+  }
 };
 
 namespace generic {
