@@ -12,6 +12,10 @@ cores from the one being timed (benchmarks/README.md, "Several sessions in one p
 
     python -m benchmarks.attention --lengths 12,20,33,48,128 --threads 2
     python -m benchmarks.attention --library old.so --library runtime/embedrt/_kernels*.so
+    python -m benchmarks.attention --operands fp32,bf16 --lengths 64,128,256
+
+``--operands``: the kernel's ``operands`` attribute, a column each; bf16 columns' outputs differ from the
+ONNX Runtime ops by bf16 rounding and are reported apart from the fp32 columns'.
 """
 
 from __future__ import annotations
@@ -30,8 +34,9 @@ from onnx import TensorProto, helper, numpy_helper
 TOKEN_BUDGET = 1024  # embedrt.model.CPU_MAX_BATCH_TOKENS
 
 
-def graphs(heads: int, head_size: int) -> dict[str, bytes]:
-    """The kernel's one-node graph and the traced attention, both on (batch, length, hidden) q, k, v."""
+def graphs(heads: int, head_size: int, operands: str = "fp32") -> dict[str, bytes]:
+    """The kernel's one-node graph (its ``operands`` attribute as given) and the traced attention, both on
+    (batch, length, hidden) q, k, v."""
     hidden = heads * head_size
     io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("q", "k", "v", "mask")]
     out = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
@@ -42,7 +47,7 @@ def graphs(heads: int, head_size: int) -> dict[str, bytes]:
               numpy_helper.from_array(np.array([0, 0, hidden], np.int64), "merge")]
     make = helper.make_node
     fused = [make("Attention", ["q", "k", "v", "qkv_bias", "scale", "head_size", "mask"], ["y"],
-                  domain=kernels.DOMAIN)]
+                  domain=kernels.DOMAIN, operands=operands)]
     traced = [make("Reshape", ["q", "split"], ["q4"]), make("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
               make("Reshape", ["k", "split"], ["k4"]), make("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
               make("Reshape", ["v", "split"], ["v4"]), make("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
@@ -77,19 +82,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-s", type=float, default=0.05, help="least time per timed sample")
     parser.add_argument("--library", type=Path, action="append",
                         help="a kernel library to time (default: this install's)")
+    parser.add_argument("--operands", default="fp32", help="the kernel's operand precisions to time: fp32, bf16 or both")
     args = parser.parse_args(argv)
+    operands = args.operands.split(",")
+    if not operands or set(operands) - {"fp32", "bf16"}:
+        raise SystemExit(f"--operands {args.operands!r}: expected fp32, bf16 or fp32,bf16")
     libraries = args.library or [kernels.library_path()]
     if None in libraries:
         raise SystemExit("this embedrt install has no kernel library; pass --library PATH")
-    models = graphs(args.heads, args.head_size)
+    models = {precision: graphs(args.heads, args.head_size, precision) for precision in operands}
     ort.set_global_thread_pool_sizes(args.threads, 1)  # before the sessions that use it
     names = [f"{lib.name} ({i})" for i, lib in enumerate(libraries)] if len(libraries) > 1 else ["embedrt kernel"]
-    columns = {name: session(models["kernel"], lib) for name, lib in zip(names, libraries)}
-    columns["onnxruntime ops"] = session(models["onnxruntime ops"], None)
+    columns = {f"{name}{'' if precision == 'fp32' else ' ' + precision}": session(models[precision]["kernel"], lib)
+               for name, lib in zip(names, libraries) for precision in operands}
+    columns["onnxruntime ops"] = session(models[operands[0]]["onnxruntime ops"], None)
+    bf16 = [name for name in columns if name.endswith(" bf16")]
     print(f"heads {args.heads}, head size {args.head_size}, {args.threads} threads, last {args.pad} keys masked; "
           f"median ms (GFLOP/s, × first column)\n")
-    print("| L | batch | " + " | ".join(columns) + " | max abs difference from onnxruntime ops |")
-    print("|---|---|" + "---|" * (len(columns) + 1))
+    differences = ["bf16 max abs difference"] if bf16 else []
+    print("| L | batch | " + " | ".join([*columns, *differences]) + " | max abs difference from onnxruntime ops |")
+    print("|---|---|" + "---|" * (len(columns) + len(differences) + 1))
     rng = np.random.default_rng(0)
     for length in (int(x) for x in args.lengths.split(",")):
         batch = max(1, min(32, TOKEN_BUDGET // length))
@@ -111,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = [f"{1e3 * m:.3f} ({flop / m / 1e9:.0f}, {first / m:.2f}×)"
                  for m in (statistics.median(v) for v in samples.values())]
         reference = columns["onnxruntime ops"].run(None, feed)[0]
-        diff = max(float(np.abs(s.run(None, feed)[0] - reference).max()) for s in columns.values())
-        print(f"| {length} | {batch} | " + " | ".join(cells) + f" | {diff:.1e} |")
+        diff = {name: float(np.abs(s.run(None, feed)[0] - reference).max()) for name, s in columns.items()}
+        if bf16:
+            cells.append(f"{max(diff[name] for name in bf16):.1e}")
+        print(f"| {length} | {batch} | " + " | ".join(cells) + f" | {max(v for n, v in diff.items() if n not in bf16):.1e} |")
     return 0
 
 

@@ -89,11 +89,13 @@ def benchmark(target: Target, args: argparse.Namespace) -> dict[str, Any]:
             if reference is not None and row.status == "ok" and row is not rows[0]:
                 row.fidelity = fidelity(reference, np.load(row.embeddings))
     gemm, limit = ceiling(gemm_runs, args.threads, flops, real_flops)
-    rates = gemm_rates(args.threads, m=shapes[0][0], k=shape["hidden"], n=shape["intermediate"])
-    limit.update(int8_gops=rates["int8_gops"], fp32_gflops=rates["fp32_gflops"],
+    rates = gemm_rates(args.threads, m=shapes[0][0], k=shape["hidden"], n=shape["intermediate"], bf16=True)
+    # int8_rowwise_fused attends in bf16: at the bf16 rate where the CPU has one, else the fp32 ceiling's.
+    attention_gflops = rates.get("bf16_gflops") or limit["gflops"]
+    limit.update(int8_gops=rates["int8_gops"], fp32_gflops=rates["fp32_gflops"], bf16_gflops=rates.get("bf16_gflops"),
                  int8_shape=f"{shapes[0][0]}×{shape['hidden']}×{shape['intermediate']}",
                  int8_real_tokens_seconds=real_flops["linear_flops"] / (rates["int8_gops"] * 1e9)
-                 + real_flops["attention_flops"] / (limit["gflops"] * 1e9))
+                 + real_flops["attention_flops"] / (attention_gflops * 1e9))
     summarize(rows, len(texts), int(lengths.sum()), limit["seconds"], limit["real_tokens_seconds"],
               limit["int8_real_tokens_seconds"])
     return {

@@ -134,7 +134,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         *([f"- int8 ceiling (what the int8 graphs can reach): the linear layers' multiply-adds at the machine's "
            f"u8 × s8 GEMM rate (ONNX Runtime's MLAS MatMulInteger at {result['ceiling']['int8_shape']}, "
            f"{fmt(result['ceiling']['int8_gops'])} GOP/s; fp32 MatMul there {fmt(result['ceiling']['fp32_gflops'])} "
-           "GFLOP/s) plus attention's at the fp32 rate (the int8 graphs attend in fp32), for real tokens alone: "
+           "GFLOP/s) plus attention's at "
+           + (f"the bf16 rate (torch's bf16 matmul there, {fmt(result['ceiling']['bf16_gflops'])} GFLOP/s: "
+              "int8_rowwise_fused attends in bf16)" if result["ceiling"].get("bf16_gflops")
+              else "the fp32 ceiling's rate (this CPU has no bf16 multiply, or torch was absent)")
+           + ", for real tokens alone: "
            f"{result['ceiling']['int8_real_tokens_seconds']:.3g} s; the int8 rows' '% of int8 ceiling' is against it."]
           if "int8_gops" in result["ceiling"] else []),
         "- fp32 GEMM (numpy; ONNX Runtime's MLAS MatMul with a constant weight) at the model's layer shapes (m×k×n: "

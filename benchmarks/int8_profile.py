@@ -8,8 +8,9 @@ attention; LayerNorm/GELU; packing; the rest) and set against the wall time, who
 everything outside ``session.run`` (tokenization, batching, Python).
 
 The ceiling: the linear layers' multiply-adds of the corpus's batches at the machine's u8 x s8 GEMM rate
-(ONNX Runtime's MLAS MatMulInteger at the model's layer shapes), plus attention's at the fp32 GEMM rate
-(the int8 graphs attend in fp32); for the real tokens alone, since the ``_fused`` graphs skip padding.
+(ONNX Runtime's MLAS MatMulInteger at the model's layer shapes), plus attention's at the bf16 GEMM rate
+where the machine has one (int8_rowwise_fused attends in bf16; else the fp32 rate); for the real tokens
+alone, since the ``_fused`` graphs skip padding.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def ceiling(folder: Path, lengths: np.ndarray, rates: dict[str, float], gemm_thr
     for label, flops in (("padded", corpus_flops(lengths, 32, shape)),
                          ("real tokens", corpus_flops(lengths, 1, shape))):
         seconds = flops["linear_flops"] / (rates["int8_gops"] * 1e9) + flops["attention_flops"] / (
-            rates["fp32_gflops"] * 1e9)
+            rates.get("bf16_gflops", rates["fp32_gflops"]) * 1e9)
         out[label] = {"seconds": seconds, **{k: flops[k] for k in ("linear_flops", "attention_flops")}}
     out["rates"], out["threads"], out["shape"] = rates, gemm_threads, shape
     return out
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = embedrt.Artifact(args.artifact).manifest
     lengths = embedrt.load_tokenizer(args.artifact).encode(texts).lengths()
     shape = st_modules(Path(manifest.source["path"]))
-    rates = gemm_rates(args.threads, k=shape["hidden"], n=shape["intermediate"])
+    rates = gemm_rates(args.threads, k=shape["hidden"], n=shape["intermediate"], bf16=True)
     bound = ceiling(Path(manifest.source["path"]), lengths, rates, args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         result = profile(args.artifact, args.variant, texts, args.threads, Path(scratch))
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{manifest.name} {args.variant}, {len(texts)} {args.corpus} texts ({int(lengths.sum())} tokens), "
           f"{args.threads} threads on {cpu_model()}: {len(texts) / wall:.0f} texts/s")
     print(f"GEMM rates at {shape['hidden']}x{shape['intermediate']}: fp32 {rates['fp32_gflops']:.0f} GFLOP/s, "
-          f"int8 {rates['int8_gops']:.0f} GOP/s")
+          f"int8 {rates['int8_gops']:.0f} GOP/s" + (f", bf16 {rates['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in rates
+                                                     else ""))
     for label in ("padded", "real tokens"):
         print(f"int8 ceiling ({label}): {bound[label]['seconds']:.2f} s -> {bound[label]['seconds'] / wall:.1%} of it")
     for name, seconds in rows:

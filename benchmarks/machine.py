@@ -82,15 +82,21 @@ def describe(cores: int) -> dict[str, object]:
 
 def header(machine: dict[str, object]) -> str:
     """``describe``'s facts as the sentence a results file opens with."""
+    bf16 = machine.get("bf16_gflops")
     return (f"{machine['cpu']}, {machine['cores']} cores; GEMM (ONNX Runtime MLAS, {machine['cores']} threads): "
-            f"fp32 {machine['fp32_gflops']:.0f} GFLOP/s, int8 {machine['int8_gops']:.0f} GOP/s.")
+            f"fp32 {machine['fp32_gflops']:.0f} GFLOP/s, int8 {machine['int8_gops']:.0f} GOP/s"
+            + (f"; bf16 (torch) {bf16:.0f} GFLOP/s." if bf16 else "."))
 
 
-def gemm_rates(threads: int, m: int = 1024, k: int = 384, n: int = 1536, seconds: float = 1.0) -> dict[str, float]:
+def gemm_rates(threads: int, m: int = 1024, k: int = 384, n: int = 1536, seconds: float = 1.0,
+               bf16: bool = False) -> dict[str, float]:
     """The machine's GEMM rates through ONNX Runtime's MLAS on ``threads`` threads, at an ``m x k x n`` shape
     (default: a MiniLM feed-forward layer over 1,024 tokens): fp32 ``MatMul`` (GFLOP/s) and int8
     ``MatMulInteger``, u8 activations x s8 weights into s32, the arithmetic of the row-wise int8 graphs
-    (GOP/s, on VNNI where the CPU has it). Every results file carries both: ratios mean little without them."""
+    (GOP/s, on VNNI where the CPU has it). Every results file carries both: ratios mean little without them.
+    With ``bf16``, where the CPU multiplies bf16 (AVX-512 BF16 or AMX) and torch is installed, also
+    ``bf16_gflops``: torch's bf16 ``matmul`` (oneDNN) at the same shape, the rate int8_rowwise_fused's bf16
+    attention could reach (asked only by the int8 ceilings: torch's threads would stay in the process)."""
     import time
 
     import numpy as np
@@ -120,4 +126,34 @@ def gemm_rates(threads: int, m: int = 1024, k: int = 384, n: int = 1536, seconds
             session.run(None, {"x": x})
             runs += 1
         rates[key] = 2 * m * k * n * runs / (time.perf_counter() - began) / 1e9
+    if bf16 and cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        rate = _torch_bf16_gflops(threads, m, k, n, seconds)
+        if rate:
+            rates["bf16_gflops"] = rate
     return rates
+
+
+def _torch_bf16_gflops(threads: int, m: int, k: int, n: int, seconds: float) -> float | None:
+    """torch's bf16 ``matmul`` rate on ``threads`` threads, the median of three timings after a warm-up
+    (oneDNN compiles its kernels on first use), or None without torch."""
+    import statistics
+    import time
+
+    try:
+        import torch
+    except ImportError:
+        return None
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x, w = torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16)
+        rates = []
+        for _ in range(4):  # the first is the warm-up
+            runs, began = 0, time.perf_counter()
+            while time.perf_counter() - began < seconds / 3:
+                x @ w
+                runs += 1
+            rates.append(2 * m * k * n * runs / (time.perf_counter() - began) / 1e9)
+        return statistics.median(rates[1:])
+    finally:
+        torch.set_num_threads(before)
