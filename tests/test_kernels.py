@@ -257,6 +257,15 @@ def test_attention_refuses_a_bias_of_another_shape():
         session.run(None, {"q": x, "k": x, "v": x, "mask": np.zeros((2, 1, 1, 4), np.float32)})
 
 
+def _item_heads(lengths, heads, head_size):
+    """(rows, columns, length, head) of each head of each item in packed rows of items of ``lengths``."""
+    start = 0
+    for n in lengths:
+        for h in range(heads if n else 0):
+            yield slice(start, start + n), slice(h * head_size, (h + 1) * head_size), n, h
+        start += n
+
+
 @pytest.mark.parametrize(("lengths", "head_size", "position_bias"), [
     ((45, 3, 17, 0, 30), 32, False),  # MiniLM-like; an empty item; lengths off the vector and block sizes
     ((13, 9, 1), 64, True),           # MPNet-like: a relative-position bias read at each item's own positions
@@ -286,16 +295,11 @@ def test_packed_attention_attends_within_each_item(lengths, head_size, position_
     y = session.run(None, feed)[0]
     assert y.shape == (1, tokens, hidden)
     bq, bk, bv = np.split(qkv_bias, 3)
-    start = 0
-    for n in lengths:
-        rows = slice(start, start + n)
-        for h in range(heads if n else 0):
-            cols = slice(h * head_size, (h + 1) * head_size)
-            q, k, v = (feed[x][0, rows, cols] + b[cols] for x, b in (("q", bq), ("k", bk), ("v", bv)))
-            s = q.astype(np.float64) @ k.T * scale + (position[0, h, :n, :n] if position_bias else 0)
-            p = np.exp(s - s.max(axis=1, keepdims=True))
-            np.testing.assert_allclose(y[0, rows, cols], (p / p.sum(axis=1, keepdims=True)) @ v, atol=2e-6)
-        start += n
+    for rows, cols, n, h in _item_heads(lengths, heads, head_size):
+        q, k, v = (feed[x][0, rows, cols] + b[cols] for x, b in (("q", bq), ("k", bk), ("v", bv)))
+        s = q.astype(np.float64) @ k.T * scale + (position[0, h, :n, :n] if position_bias else 0)
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        np.testing.assert_allclose(y[0, rows, cols], (p / p.sum(axis=1, keepdims=True)) @ v, atol=2e-6)
 
 
 def _bf16(x):
@@ -339,21 +343,16 @@ def test_bf16_attention_is_attention_on_bf16_rounded_operands(lengths, head_size
     y = session.run(None, feed)[0]
     bq, bk, bv = np.split(qkv_bias, 3)
     exact, rounded = np.zeros_like(y, np.float64), np.zeros_like(y, np.float64)
-    start = 0
-    for n in lengths:
-        rows = slice(start, start + n)
-        for h in range(heads if n else 0):
-            cols = slice(h * head_size, (h + 1) * head_size)
-            q, k, v = (feed[x][0, rows, cols] + b[cols] for x, b in (("q", bq), ("k", bk), ("v", bv)))
-            bias = position[0, h, :n, :n] if position_bias else 0
-            s = q.astype(np.float64) @ k.T * scale + bias
-            p = np.exp(s - s.max(axis=1, keepdims=True))
-            exact[0, rows, cols] = (p / p.sum(axis=1, keepdims=True)) @ v
-            s = _bf16(q * scale).astype(np.float64) @ _bf16(k).T + bias
-            p = np.exp(s - s.max(axis=1, keepdims=True))
-            v_rounded = _bf16(feed["v"][0, rows, cols]).astype(np.float64)
-            rounded[0, rows, cols] = _bf16(p) @ v_rounded / p.sum(axis=1, keepdims=True) + bv[cols]
-        start += n
+    for rows, cols, n, h in _item_heads(lengths, heads, head_size):
+        q, k, v = (feed[x][0, rows, cols] + b[cols] for x, b in (("q", bq), ("k", bk), ("v", bv)))
+        bias = position[0, h, :n, :n] if position_bias else 0
+        s = q.astype(np.float64) @ k.T * scale + bias
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        exact[0, rows, cols] = (p / p.sum(axis=1, keepdims=True)) @ v
+        s = _bf16(q * scale).astype(np.float64) @ _bf16(k).T + bias
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        v_rounded = _bf16(feed["v"][0, rows, cols]).astype(np.float64)
+        rounded[0, rows, cols] = _bf16(p) @ v_rounded / p.sum(axis=1, keepdims=True) + bv[cols]
     error, cost = np.abs(y - rounded), np.abs(y - exact)
     assert error.mean() < 0.1 * cost.mean(), (error.mean(), cost.mean())
     assert error.max() < 4e-3 and 1e-4 < cost.max() < 4e-2, (error.max(), cost.max())
