@@ -82,10 +82,8 @@ def describe(cores: int) -> dict[str, object]:
 
 def header(machine: dict[str, object]) -> str:
     """``describe``'s facts as the sentence a results file opens with."""
-    bf16 = machine.get("bf16_gflops")
     return (f"{machine['cpu']}, {machine['cores']} cores; GEMM (ONNX Runtime MLAS, {machine['cores']} threads): "
-            f"fp32 {machine['fp32_gflops']:.0f} GFLOP/s, int8 {machine['int8_gops']:.0f} GOP/s"
-            + (f"; bf16 (torch) {bf16:.0f} GFLOP/s." if bf16 else "."))
+            f"fp32 {machine['fp32_gflops']:.0f} GFLOP/s, int8 {machine['int8_gops']:.0f} GOP/s.")
 
 
 def gemm_rates(threads: int, m: int = 1024, k: int = 384, n: int = 1536, seconds: float = 1.0,

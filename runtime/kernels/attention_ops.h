@@ -17,7 +17,8 @@
 namespace {
 
 // The precision of attention's operands, the ops' "operands" attribute: "fp32" (the default) or "bf16"
-// (q, k, the weights and v rounded to bf16, products summed in fp32: simd_kernels.inc's AttendHead).
+// (q, k, the weights and v rounded to bf16, products summed in fp32: simd_kernels.inc's AttendHead),
+// read once when ONNX Runtime creates the kernel.
 class Operands {
  public:
   Operands(const OrtApi* api, const OrtKernelInfo* info) {
@@ -26,21 +27,23 @@ class Operands {
       api->ReleaseStatus(missing);
       return;
     }
-    value_.resize(size);
-    Ort::ThrowOnError(api->KernelInfoGetAttribute_string(info, "operands", value_.data(), &size));
-    value_.resize(size ? size - 1 : 0);  // the size counts the terminating null
+    std::string value(size, '\0');
+    Ort::ThrowOnError(api->KernelInfoGetAttribute_string(info, "operands", value.data(), &size));
+    value.resize(size ? size - 1 : 0);  // the size counts the terminating null
+    bf16_ = value == "bf16";
+    if (!bf16_ && value != "fp32") unknown_ = value;
   }
 
   // Whether the operands are bf16; an error status for a value other than "fp32" or "bf16".
   Ort::Status Read(const std::string& op, bool& bf16) const {
-    if (value_ != "fp32" && value_ != "bf16")
-      return Invalid(op, "attribute operands='" + value_ + "': expected 'fp32' or 'bf16'");
-    bf16 = value_ == "bf16";
+    if (unknown_) return Invalid(op, "attribute operands='" + *unknown_ + "': expected 'fp32' or 'bf16'");
+    bf16 = bf16_;
     return Ort::Status(nullptr);
   }
 
  private:
-  std::string value_ = "fp32";
+  bool bf16_ = false;
+  std::optional<std::string> unknown_;
 };
 
 // Every (item, head) of `a` on the pool; `longest` is the most keys an item has.
