@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-s", type=float, default=0.05, help="least time per timed sample")
     parser.add_argument("--library", type=Path, action="append",
                         help="a kernel library to time (default: this install's)")
-    parser.add_argument("--operands", default="fp32", help="the kernel's operand precisions to time: fp32, bf16 or both")
+    parser.add_argument("--operands", default="fp32",
+                        help="the kernel's operand precisions to time: fp32, bf16 or both")
     args = parser.parse_args(argv)
     operands = args.operands.split(",")
     if not operands or set(operands) - {"fp32", "bf16"}:
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         diff = {name: float(np.abs(s.run(None, feed)[0] - reference).max()) for name, s in columns.items()}
         if bf16:
             cells.append(f"{max(diff[name] for name in bf16):.1e}")
-        print(f"| {length} | {batch} | " + " | ".join(cells) + f" | {max(v for n, v in diff.items() if n not in bf16):.1e} |")
+        worst = max(v for n, v in diff.items() if n not in bf16)
+        print(f"| {length} | {batch} | " + " | ".join(cells) + f" | {worst:.1e} |")
     return 0
 
 

@@ -3,9 +3,10 @@
     python -m benchmarks.int8_profile ARTIFACT [--variant int8_rowwise_fused] [--texts 1000] [--corpus long]
 
 The texts are encoded as ``encode`` does (tokenizer, length-sorted batches under the engine's budget), on
-a session with ONNX Runtime's profiler on. Kernel time is summed by op kind (GEMMs; quantize/rescale;
-attention; LayerNorm/GELU; packing; the rest) and set against the wall time, whose remainder is
-everything outside ``session.run`` (tokenization, batching, Python).
+a session with ONNX Runtime's profiler on. Kernel time is summed by op kind (GEMMs; GEMMs with their
+epilogue in one op, embedrt's QMatMul*; quantize/rescale; attention; LayerNorm/GELU; packing; the rest)
+and set against the wall time, whose remainder is everything outside ``session.run`` (tokenization,
+batching, Python).
 
 The ceiling: the linear layers' multiply-adds of the corpus's batches at the machine's u8 x s8 GEMM rate
 (ONNX Runtime's MLAS MatMulInteger at the model's layer shapes), plus attention's at the bf16 GEMM rate
@@ -32,6 +33,8 @@ from benchmarks.machine import cpu_model, gemm_rates
 KINDS = {
     "GEMMs": {"MatMulIntegerToFloat", "MatMulInteger", "MatMul", "Gemm", "FusedMatMul", "DynamicQuantizeMatMul",
               "QGemm", "MatMulNBits"},
+    "GEMMs + rescale/LayerNorm/GELU": {"QMatMulRowDequantize", "QMatMulRowDequantizeAddLayerNorm",
+                                       "QMatMulRowDequantizeGeluQuantize"},
     "quantize/rescale": {"RowQuantize", "RowDequantize", "DynamicQuantizeLinear", "QuantizeLinear",
                          "DequantizeLinear"},
     "attention": {"Attention", "PackedAttention", "Softmax", "MultiHeadAttention"},
@@ -139,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{manifest.name} {args.variant}, {len(texts)} {args.corpus} texts ({int(lengths.sum())} tokens), "
           f"{args.threads} threads on {cpu_model()}: {len(texts) / wall:.0f} texts/s")
     print(f"GEMM rates at {shape['hidden']}x{shape['intermediate']}: fp32 {rates['fp32_gflops']:.0f} GFLOP/s, "
-          f"int8 {rates['int8_gops']:.0f} GOP/s" + (f", bf16 {rates['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in rates
-                                                     else ""))
+          f"int8 {rates['int8_gops']:.0f} GOP/s"
+          + (f", bf16 {rates['bf16_gflops']:.0f} GFLOP/s" if "bf16_gflops" in rates else ""))
     for label in ("padded", "real tokens"):
         print(f"int8 ceiling ({label}): {bound[label]['seconds']:.2f} s -> {bound[label]['seconds'] / wall:.1%} of it")
     for name, seconds in rows:

@@ -48,8 +48,8 @@ def test_the_library_is_built_in_this_install():
 @pytest.mark.skipif(bool(os.environ.get(kernels.ISA_ENV)), reason="this run is the one under a capped instruction set")
 @pytest.mark.parametrize("cap", ["avx2", "generic"])
 def test_every_instruction_set_passes_these_tests(cap):
-    """This file's tests again, in a process whose kernels are capped at `cap`: the paths a CPU without
-    AVX-512 (or x86) runs are checked on this one."""
+    """This file's tests and test_qgemm.py's again, in a process whose kernels are capped at `cap`: the
+    paths a CPU without AVX-512 (or x86) runs are checked on this one."""
     env = {**os.environ, kernels.ISA_ENV: cap}
     probe = subprocess.run([sys.executable, "-c", "from embedrt import kernels; print(kernels.isa())"], env=env,
                            capture_output=True, text=True, check=True)
@@ -58,6 +58,7 @@ def test_every_instruction_set_passes_these_tests(cap):
         pytest.skip(f"this CPU has no {cap}")
     assert isa == cap
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                          str(Path(__file__).with_name("test_qgemm.py")),  # the int8 GEMM's portable build
                           "-k", "not compiles_for"], env=env,  # cross-compiling does not depend on the cap
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-4000:]
@@ -329,7 +330,8 @@ def test_bf16_attention_is_attention_on_bf16_rounded_operands(lengths, head_size
     qkv_bias = rng.standard_normal(3 * hidden).astype(np.float32)
     session = _session([node], [("q", F), ("k", F), ("v", F), ("lengths", TensorProto.INT64), ("mask", F),
                                 ("position", F)][:6 if position_bias else 5], [("y", F)],
-                       [numpy_helper.from_array(scale, "scale"), numpy_helper.from_array(np.array(head_size), "head_size"),
+                       [numpy_helper.from_array(scale, "scale"),
+                        numpy_helper.from_array(np.array(head_size), "head_size"),
                         numpy_helper.from_array(qkv_bias, "qkv_bias")])
     feed = {x: rng.standard_normal((1, tokens, hidden)).astype(np.float32) for x in "qkv"}
     feed["lengths"] = np.array(lengths, np.int64)

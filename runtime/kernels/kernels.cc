@@ -4,7 +4,8 @@
 // int8_rowwise (embedrt_export/variants/rowwise.py) quantizes each token's row on its own; in standard ONNX ops
 // that takes a dozen small kernels per MatMul input and three passes over every MatMul output, each
 // a separate trip through memory. These kernels do each step in one pass over a row while it is in
-// cache. The int8 GEMM itself stays ONNX Runtime's (com.microsoft.MatMulIntegerToFloat). The
+// cache. Where the weights' shape allows (qgemm_ops.h) the int8 GEMM is embedrt's too, its output finished
+// in cache; elsewhere it is ONNX Runtime's (com.microsoft.MatMulIntegerToFloat). The
 // exporter's rewrite is embedrt_export/variants/rowwise.py + kernel_fusion.py; the runtime registers this
 // library through embedrt/kernels.py.
 //
@@ -22,9 +23,11 @@
 //   vec_avx2.h          VecAvx2 and its loops, in an "avx2,fma" target region
 //   vec_avx512.h        VecAvx512 and its loops, in an "avx512f,avx2,fma" target region
 //   attention_bf16.h    attention on bf16 operands with VDPBF16PS, in an "avx512bf16" target region
+//   qgemm.h             the int8 GEMM of a few rows: VPDPBUSD in an "avx512vnni" target region, and portable
 //   dispatch.h          Kernels and Cpu(): the instruction set chosen when the library loads (and, on
-//                       AVX-512, whether bf16 attention runs on VDPBF16PS)
+//                       AVX-512, whether bf16 attention runs on VDPBF16PS and the int8 GEMM on VPDPBUSD)
 //   quantize_ops.h      RowQuantize, RowDequantize, RowDequantizeAddLayerNorm, RowDequantizeGeluQuantize
+//   qgemm_ops.h         QMatMulRowDequantize*: the int8 GEMM and one of those epilogues in one op
 //   bias_ops.h          BiasAddLayerNorm, BiasGelu
 //   packing_ops.h       PackRows, UnpackRows
 //   attention_ops.h     Attention, PackedAttention
@@ -45,8 +48,10 @@
 #include "vec_avx2.h"
 #include "vec_avx512.h"
 #include "attention_bf16.h"
+#include "qgemm.h"
 #include "dispatch.h"
 #include "quantize_ops.h"
+#include "qgemm_ops.h"
 #include "bias_ops.h"
 #include "packing_ops.h"
 #include "attention_ops.h"

@@ -1,5 +1,7 @@
-// The int8_rowwise_fused graph's ops: RowQuantize, RowDequantize, RowDequantizeAddLayerNorm and
-// RowDequantizeGeluQuantize, and what they share (Quantizer, Dequantized). A part of kernels.cc (see there).
+// The int8_rowwise_fused graph's row ops: RowQuantize, and the three epilogues of an int8 GEMM (Dequantize,
+// DequantizeAddLayerNorm, DequantizeGeluQuantize) written once for any source of GEMM rows: here
+// MatMulIntegerToFloat's output (RowDequantize, RowDequantizeAddLayerNorm, RowDequantizeGeluQuantize),
+// in qgemm_ops.h embedrt's own GEMM. A part of kernels.cc (see there).
 #pragma once
 
 #include "dispatch.h"
@@ -52,26 +54,116 @@ class Quantizer {
   float* floats_ = nullptr;
 };
 
-// The inputs every dequantizing op shares, checked against each other.
+// The inputs every dequantizing op shares, checked against the rows' count m and width n.
 struct Dequantized {
   int64_t m = 0, n = 0, nf = 0;
-  const float *u = nullptr, *s = nullptr, *f = nullptr, *w = nullptr;
+  const float *s = nullptr, *f = nullptr, *w = nullptr;
 
-  Ort::Status Read(const std::string& op, const Tensor<float>& y_int, const Tensor<float>& scale,
+  Ort::Status Read(const std::string& op, int64_t rows, int64_t width, const Tensor<float>& scale,
                    const Tensor<float>& floats, const Tensor<float>& w_float) {
-    const auto ys = y_int.Shape(), fs = floats.Shape(), ws = w_float.Shape();
-    if (ys.size() != 2 || fs.size() != 2 || ws.size() != 2) return Invalid(op, "expects 2-D rows and weights");
-    m = ys[0], n = ys[1], nf = fs[1];
+    const auto fs = floats.Shape(), ws = w_float.Shape();
+    if (fs.size() != 2 || ws.size() != 2) return Invalid(op, "expects 2-D rows and weights");
+    m = rows, n = width, nf = fs[1];
     if (scale.NumberOfElement() != m || fs[0] != m || ws[0] != nf || ws[1] != n)
       return Invalid(op, "row counts or widths of its inputs disagree");
-    u = y_int.Data(), s = scale.Data(), f = floats.Data(), w = w_float.Data();
+    s = scale.Data(), f = floats.Data(), w = w_float.Data();
     return Ort::Status(nullptr);
   }
 
-  void Row(int64_t r, bool gelu, float* y) const {
-    Cpu().dequantize_row(u + r * n, s[r], f + r * nf, nf, w, n, gelu, y);
+  // Row r of the output from u, its n unscaled GEMM sums.
+  void Row(int64_t r, const float* u, bool gelu, float* y) const {
+    Cpu().dequantize_row(u, s[r], f + r * nf, nf, w, n, gelu, y);
   }
 };
+
+// The rows a dequantizing op finishes, as MatMulIntegerToFloat wrote them: y_int (m, n).
+struct UnscaledRows {
+  int64_t m = 0, n = 0;
+  const float* u = nullptr;
+
+  Ort::Status Read(const std::string& op, const Tensor<float>& y_int) {
+    const auto shape = y_int.Shape();
+    if (shape.size() != 2) return Invalid(op, "expects 2-D rows and weights");
+    m = shape[0], n = shape[1], u = y_int.Data();
+    return Ort::Status(nullptr);
+  }
+
+  // Calls make() once per block of rows on the intra-op threads, and what it returns on each row
+  // of the block: (row index, its n sums).
+  template <class Make>
+  void ForRows(OrtKernelContext* context, Make&& make) const {
+    ParallelBlocks(context, m, kRowGrain, [&](int64_t begin, int64_t end) {
+      auto row = make();
+      for (int64_t r = begin; r < end; ++r) row(r, u + r * n);
+    });
+  }
+};
+
+// The three epilogues, for any source of rows (UnscaledRows, or the GEMM of qgemm_ops.h).
+
+// y = u * scale + x_float_1 @ w_float, shaped like `like` with its last axis n.
+template <class Rows>
+Ort::Status Dequantize(const std::string& op, OrtKernelContext* context, const Rows& rows, const Tensor<float>& scale,
+                       const Tensor<float>& floats, const Tensor<float>& w_float, const Tensor<float>& like,
+                       Tensor<float>& y_out) {
+  Dequantized d;
+  if (auto status = d.Read(op, rows.m, rows.n, scale, floats, w_float); !status.IsOK()) return status;
+  std::vector<int64_t> shape = like.Shape();
+  if (shape.empty() || LeadingRows(shape) != d.m) return Invalid(op, "`like` has another row count");
+  shape.back() = d.n;
+  float* y = y_out.Allocate(shape);
+  rows.ForRows(context, [&] { return [&](int64_t r, const float* u) { d.Row(r, u, false, y + r * d.n); }; });
+  return Ort::Status(nullptr);
+}
+
+// LayerNormalization(the dequantized rows + residual) over the last axis, shaped like `residual`.
+template <class Rows>
+Ort::Status DequantizeAddLayerNorm(const std::string& op, OrtKernelContext* context, const Rows& rows,
+                                   const Tensor<float>& scale, const Tensor<float>& floats,
+                                   const Tensor<float>& w_float, const Tensor<float>& residual,
+                                   const Tensor<float>& gamma, const Tensor<float>& beta,
+                                   const Tensor<float>& epsilon, Tensor<float>& y_out) {
+  Dequantized d;
+  if (auto status = d.Read(op, rows.m, rows.n, scale, floats, w_float); !status.IsOK()) return status;
+  const auto shape = residual.Shape();
+  if (shape.empty() || LeadingRows(shape) != d.m || shape.back() != d.n)
+    return Invalid(op, "residual's shape does not match the rows");
+  if (gamma.NumberOfElement() != d.n || beta.NumberOfElement() != d.n || epsilon.NumberOfElement() != 1)
+    return Invalid(op, "gamma and beta must have the row's width, epsilon one value");
+  float* y = y_out.Allocate(shape);
+  const float *res = residual.Data(), *g = gamma.Data(), *b = beta.Data();
+  const float eps = *epsilon.Data();
+  rows.ForRows(context, [&] {
+    return [&](int64_t r, const float* u) {
+      d.Row(r, u, false, y + r * d.n);
+      Cpu().add_layer_norm_row(y + r * d.n, res + r * d.n, d.n, g, b, eps);
+    };
+  });
+  return Ort::Status(nullptr);
+}
+
+// Dequantize, GELU, then RowQuantize for the next MatMul: the wide fp32 activation between the
+// two feed-forward MatMuls never leaves the cache.
+template <class Rows>
+Ort::Status DequantizeGeluQuantize(const std::string& op, OrtKernelContext* context, const Rows& rows,
+                                   const Tensor<float>& scale, const Tensor<float>& floats,
+                                   const Tensor<float>& w_float, const Tensor<float>& inv_smooth,
+                                   const Tensor<int64_t>& float_channels, const Tensor<uint8_t>& zero_point,
+                                   Tensor<uint8_t>& q_out, Tensor<float>& scale_out, Tensor<float>& floats_out) {
+  Dequantized d;
+  if (auto status = d.Read(op, rows.m, rows.n, scale, floats, w_float); !status.IsOK()) return status;
+  Quantizer quantizer(inv_smooth, float_channels, zero_point);
+  if (auto status = quantizer.Check(op, d.n); !status.IsOK()) return status;
+  quantizer.Allocate(d.m, q_out, scale_out, floats_out);
+  rows.ForRows(context, [&] {
+    const auto width = static_cast<size_t>(d.n);
+    return [&, row = std::vector<float>(width), scratch = std::vector<float>(width)](int64_t r, const float* u) mutable {
+      d.Row(r, u, true, row.data());
+      quantizer.Row(r, row.data(), scratch.data());
+    };
+  });
+  return Ort::Status(nullptr);
+}
 
 Ort::Status RowQuantize(OrtKernelContext* context, const Tensor<float>& x, const Tensor<float>& inv_smooth,
                         const Tensor<int64_t>& float_channels, const Tensor<uint8_t>& zero_point, Tensor<uint8_t>& q,
@@ -90,69 +182,35 @@ Ort::Status RowQuantize(OrtKernelContext* context, const Tensor<float>& x, const
   return Ort::Status(nullptr);
 }
 
-// y = y_int * scale + x_float_1 @ w_float, shaped like `like` with its last axis n.
+// The epilogues after MatMulIntegerToFloat, whose output y_int they read.
 Ort::Status RowDequantize(OrtKernelContext* context, const Tensor<float>& y_int, const Tensor<float>& scale,
                           const Tensor<float>& floats, const Tensor<float>& w_float, const Tensor<float>& like,
                           Tensor<float>& y_out) {
-  Dequantized d;
-  if (auto status = d.Read("RowDequantize", y_int, scale, floats, w_float); !status.IsOK()) return status;
-  std::vector<int64_t> shape = like.Shape();
-  if (shape.empty() || LeadingRows(shape) != d.m) return Invalid("RowDequantize", "`like` has another row count");
-  shape.back() = d.n;
-  float* y = y_out.Allocate(shape);
-  ParallelBlocks(context, d.m, kRowGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) d.Row(r, false, y + r * d.n);
-  });
-  return Ort::Status(nullptr);
+  UnscaledRows rows;
+  if (auto status = rows.Read("RowDequantize", y_int); !status.IsOK()) return status;
+  return Dequantize("RowDequantize", context, rows, scale, floats, w_float, like, y_out);
 }
 
-// LayerNormalization(RowDequantize + residual) over the last axis, shaped like `residual`.
 Ort::Status RowDequantizeAddLayerNorm(OrtKernelContext* context, const Tensor<float>& y_int,
                                       const Tensor<float>& scale, const Tensor<float>& floats,
                                       const Tensor<float>& w_float, const Tensor<float>& residual,
                                       const Tensor<float>& gamma, const Tensor<float>& beta,
                                       const Tensor<float>& epsilon, Tensor<float>& y_out) {
-  const std::string op = "RowDequantizeAddLayerNorm";
-  Dequantized d;
-  if (auto status = d.Read(op, y_int, scale, floats, w_float); !status.IsOK()) return status;
-  const auto shape = residual.Shape();
-  if (shape.empty() || LeadingRows(shape) != d.m || shape.back() != d.n)
-    return Invalid(op, "residual's shape does not match the rows");
-  if (gamma.NumberOfElement() != d.n || beta.NumberOfElement() != d.n || epsilon.NumberOfElement() != 1)
-    return Invalid(op, "gamma and beta must have the row's width, epsilon one value");
-  float* y = y_out.Allocate(shape);
-  const float *res = residual.Data(), *g = gamma.Data(), *b = beta.Data();
-  const float eps = *epsilon.Data();
-  ParallelBlocks(context, d.m, kRowGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      d.Row(r, false, y + r * d.n);
-      Cpu().add_layer_norm_row(y + r * d.n, res + r * d.n, d.n, g, b, eps);
-    }
-  });
-  return Ort::Status(nullptr);
+  UnscaledRows rows;
+  if (auto status = rows.Read("RowDequantizeAddLayerNorm", y_int); !status.IsOK()) return status;
+  return DequantizeAddLayerNorm("RowDequantizeAddLayerNorm", context, rows, scale, floats, w_float, residual, gamma,
+                                beta, epsilon, y_out);
 }
 
-// RowDequantize, GELU, then RowQuantize for the next MatMul: the wide fp32 activation between the
-// two feed-forward MatMuls never leaves the cache.
 Ort::Status RowDequantizeGeluQuantize(OrtKernelContext* context, const Tensor<float>& y_int,
                                       const Tensor<float>& scale, const Tensor<float>& floats,
                                       const Tensor<float>& w_float, const Tensor<float>& inv_smooth,
                                       const Tensor<int64_t>& float_channels, const Tensor<uint8_t>& zero_point,
                                       Tensor<uint8_t>& q_out, Tensor<float>& scale_out, Tensor<float>& floats_out) {
-  const std::string op = "RowDequantizeGeluQuantize";
-  Dequantized d;
-  if (auto status = d.Read(op, y_int, scale, floats, w_float); !status.IsOK()) return status;
-  Quantizer quantizer(inv_smooth, float_channels, zero_point);
-  if (auto status = quantizer.Check(op, d.n); !status.IsOK()) return status;
-  quantizer.Allocate(d.m, q_out, scale_out, floats_out);
-  ParallelBlocks(context, d.m, kRowGrain, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(static_cast<size_t>(d.n)), scratch(static_cast<size_t>(d.n));
-    for (int64_t r = begin; r < end; ++r) {
-      d.Row(r, true, row.data());
-      quantizer.Row(r, row.data(), scratch.data());
-    }
-  });
-  return Ort::Status(nullptr);
+  UnscaledRows rows;
+  if (auto status = rows.Read("RowDequantizeGeluQuantize", y_int); !status.IsOK()) return status;
+  return DequantizeGeluQuantize("RowDequantizeGeluQuantize", context, rows, scale, floats, w_float, inv_smooth,
+                                float_channels, zero_point, q_out, scale_out, floats_out);
 }
 
 }  // namespace

@@ -19,6 +19,9 @@
 //       one after another as (1, tokens, hidden), and each item's token count. The mask must be
 //       right-padded (ones, then zeros), as embedrt's engine pads
 //   UnpackRows(packed, attention_mask) -> x: back to (batch, length, hidden), zeros at padding
+//   QMatMulRowDequantize(q, w, w_scale, w_zero_sum, scale, x_float_1, w_float, like) -> y, and likewise
+//   QMatMulRowDequantizeAddLayerNorm and QMatMulRowDequantizeGeluQuantize: the three above with the int8
+//       GEMM before them, y_int = (q @ w - w_zero_sum) * w_scale, q u8 (m, k), w s8 packed (k / 4, n, 4)
 //   BiasAddLayerNorm(x, bias, residual, gamma, beta, epsilon) -> LayerNorm(x + bias + residual)
 //   BiasGelu(x, bias) -> GELU(x + bias)
 // (the last two, with Attention, make the fp32_fused graph: fp32 arithmetic, one pass per row)
@@ -29,6 +32,7 @@
 #include "dispatch.h"
 #include "op_support.h"
 #include "packing_ops.h"
+#include "qgemm_ops.h"
 #include "quantize_ops.h"
 
 #include <cstdint>
@@ -59,6 +63,9 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
       Op{CreateLiteCustomOp("RowDequantize", kCpu, RowDequantize)},
       Op{CreateLiteCustomOp("RowDequantizeAddLayerNorm", kCpu, RowDequantizeAddLayerNorm)},
       Op{CreateLiteCustomOp("RowDequantizeGeluQuantize", kCpu, RowDequantizeGeluQuantize)},
+      Op{CreateLiteCustomOp("QMatMulRowDequantize", kCpu, QMatMulRowDequantize)},
+      Op{CreateLiteCustomOp("QMatMulRowDequantizeAddLayerNorm", kCpu, QMatMulRowDequantizeAddLayerNorm)},
+      Op{CreateLiteCustomOp("QMatMulRowDequantizeGeluQuantize", kCpu, QMatMulRowDequantizeGeluQuantize)},
       Op{CreateLiteCustomOp<Attention>("Attention", kCpu)},
       Op{CreateLiteCustomOp<PackedAttention>("PackedAttention", kCpu)},
       Op{CreateLiteCustomOp("PackRows", kCpu, PackRows)},

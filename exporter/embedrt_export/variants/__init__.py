@@ -68,10 +68,11 @@ GATES: dict[str, Gate] = {
 # u8 activations over their whole range by s8 weights, which needs a dot product that never saturates
 # (VNNI's vpdpbusd, Arm's sdot/udot); ONNX Runtime's dynamic graphs are built per ISA: the s8-weight ones
 # (avx512*, arm64) never for AVX2, whose vpmaddubsw saturates (the avx2 graph has u8 weights, the
-# avx512 one reduced-range weights).
+# avx512 one reduced-range weights). int8_rowwise_fused's GEMMs are embedrt's, with a VNNI build only (its
+# portable build is exact but slow), so on Arm int8_rowwise runs, on ONNX Runtime's GEMMs.
 CPU_ISA: dict[str, tuple[str, ...]] = {
     INT8_ROWWISE: ("avx512_vnni", "arm64"),
-    INT8_ROWWISE_FUSED: ("avx512_vnni", "arm64"),
+    INT8_ROWWISE_FUSED: ("avx512_vnni",),
     "int8_avx512_vnni": ("avx512_vnni",),
     "int8_avx512": ("avx512_vnni", "avx512"),
     "int8_avx2": ("avx512_vnni", "avx512", "avx2"),

@@ -13,6 +13,12 @@ while it is in cache (``runtime/kernels/quantize_ops.h``):
 
 Anything else (pre-LayerNorm blocks, other activations) keeps its plain ``RowDequantize``.
 
+:func:`fuse_gemms` then folds each ``MatMulIntegerToFloat`` into the ``RowDequantize*`` that reads it
+(``QMatMulRowDequantize*``, ``runtime/kernels/qgemm_ops.h``): embedrt's int8 GEMM (VPDPBUSD on AVX-512
+VNNI) hands each few rows to the epilogue while they are in cache, so the GEMM's fp32 output is never
+written out. Its weights are packed for the dot product, (k / 4, n, 4), with their sums times the zero
+point beside them; the sums are MatMulIntegerToFloat's to the bit.
+
 :func:`fuse_attention` replaces the traced attention: the head split (``Reshape`` + ``Transpose``) of
 q, k and v, ``MatMul(q, kᵀ)``, its scale (``Mul`` or ``Div`` by a constant), the score biases
 (``Add``: the padding mask, MPNet's relative-position bias), ``Softmax``, ``MatMul(·, v)`` and the head
@@ -31,7 +37,16 @@ import onnx
 from embedrt.manifest import KERNELS_DOMAIN as DOMAIN
 from onnx import helper
 
-from ..onnx_edit import GraphIndex, NewInitializers, attribute, copy_model, splice, with_op_domains, without_dead_nodes
+from ..onnx_edit import (
+    MS_DOMAIN,
+    GraphIndex,
+    NewInitializers,
+    attribute,
+    copy_model,
+    splice,
+    with_op_domains,
+    without_dead_nodes,
+)
 
 
 def _gelu_output(g: GraphIndex, x: str) -> tuple[str, list[onnx.NodeProto]] | None:
@@ -111,6 +126,53 @@ def fuse_epilogues(model: onnx.ModelProto) -> onnx.ModelProto:
     # LayerNorm first: it frees the GELU output from the next RowDequantize, which reads it as `like`.
     rewrite(layer_norm)
     rewrite(gelu_quantize)
+    const.add_to(graph)
+    return without_dead_nodes(model)
+
+
+_EPILOGUES = ("RowDequantize", "RowDequantizeAddLayerNorm", "RowDequantizeGeluQuantize")
+
+
+def _packable_weight(g: GraphIndex, node: onnx.NodeProto) -> tuple[np.ndarray, int] | None:
+    """(w, zero point) of a ``MatMulIntegerToFloat`` the QMatMul ops can run: s8 weights (k, n) without a
+    zero point, k a multiple of 4 and n of 16 (the dot product's and the vectors' widths), a scale of 1 on
+    the u8 rows and a scalar zero point."""
+    if node.domain != MS_DOMAIN or node.op_type != "MatMulIntegerToFloat" or len(node.input) != 5:
+        return None
+    w, zero_point = g.constants.get(node.input[1]), g.constants.get(node.input[4])
+    if w is None or w.dtype != np.int8 or w.ndim != 2 or w.shape[0] % 4 or w.shape[1] % 16:
+        return None
+    if g.scalar(node.input[2]) != 1.0 or zero_point is None or zero_point.size != 1 or zero_point.dtype != np.uint8:
+        return None
+    return w, int(zero_point.reshape(-1)[0])
+
+
+def fuse_gemms(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold each ``MatMulIntegerToFloat`` of ``model`` whose only reader is a ``RowDequantize*`` (as its
+    GEMM output) into one ``QMatMulRowDequantize*`` (in place; returns it). Others stay as they are."""
+    graph = model.graph
+    g = GraphIndex(graph)
+    const = NewInitializers()
+    placed: dict[int, list[onnx.NodeProto]] = {}
+    dropped: set[int] = set()
+    for node in graph.node:
+        found = _packable_weight(g, node)
+        uses = g.uses.get(node.output[0], [])
+        if found is None or len(uses) != 1 or node.output[0] in g.outputs:
+            continue
+        epilogue = uses[0]
+        if epilogue.domain != DOMAIN or epilogue.op_type not in _EPILOGUES or list(epilogue.input).index(
+                node.output[0]) != 0:
+            continue
+        (w, zero_point), (k, n) = found, found[0].shape
+        name = node.name or node.output[0]
+        packed = const(np.ascontiguousarray(w.reshape(k // 4, 4, n).transpose(0, 2, 1)), name + "/w_packed")
+        zero_sum = const(zero_point * w.astype(np.int32).sum(axis=0, dtype=np.int32), name + "/w_zero_sum")
+        placed[id(epilogue)] = [helper.make_node(
+            "QMatMul" + epilogue.op_type, [node.input[0], packed, node.input[3], zero_sum, *epilogue.input[1:]],
+            list(epilogue.output), domain=DOMAIN, name=epilogue.name + "/QMatMul")]
+        dropped |= {id(node), id(epilogue)}
+    splice(graph, placed, dropped)
     const.add_to(graph)
     return without_dead_nodes(model)
 

@@ -37,6 +37,7 @@ _ROW_WEIGHTED = {("", "MatMul"), ("", "LayerNormalization"), ("com.microsoft", "
                  ("", "RMSNormalization")}
 # embedrt's row kernels: every input is rows or a constant.
 _ROW_KERNELS = {"RowQuantize", "RowDequantize", "RowDequantizeAddLayerNorm", "RowDequantizeGeluQuantize",
+                "QMatMulRowDequantize", "QMatMulRowDequantizeAddLayerNorm", "QMatMulRowDequantizeGeluQuantize",
                 "BiasAddLayerNorm", "BiasGelu"}
 
 

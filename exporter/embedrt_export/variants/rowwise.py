@@ -28,8 +28,9 @@ The sentence-embedding head (Dense layers after pooling) stays fp32.
 
 ``int8_rowwise_fused`` is this recipe on embedrt's own ONNX Runtime kernels (``runtime/kernels``,
 ``rewrite(..., kernels=True)`` + :mod:`.kernel_fusion`): the same constants, with each
-group's quantization one op and each MatMul's rescale one op, LayerNorm, GELU and attention folded
-in. In standard ops those steps were a large share of the graph's time, one small kernel at a time.
+group's quantization one op and each MatMul one op (embedrt's int8 GEMM and its rescale, with
+LayerNorm or GELU folded in), attention one op. In standard ops those steps were a large share of the
+graph's time, one small kernel at a time.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from ..onnx_edit import (
     set_nodes,
     with_op_domains,
 )
-from .kernel_fusion import fuse_attention, fuse_epilogues
+from .kernel_fusion import fuse_attention, fuse_epilogues, fuse_gemms
 
 SMOOTH_ALPHA = 0.5
 FLOAT_FRACTION = 0.01
@@ -344,10 +345,13 @@ def quantize_rowwise_int8(onnx_bytes: bytes, calibration: Calibration, *, kernel
     """The row-wise int8 graph of an fp32 text graph with ``calibration`` (:func:`calibrate_graph`).
 
     ``kernels``: on embedrt's kernel library (the ``int8_rowwise_fused`` variant), with LayerNorm and
-    GELU folded into the rescale steps and attention in one op on bf16 operands (:mod:`.kernel_fusion`):
+    GELU folded into the rescale steps, attention in one op on bf16 operands (:mod:`.kernel_fusion`):
     attention, which the int8 GEMMs leave as the largest cost on long texts, at twice the rate, for
-    ranking error well inside the gate (``benchmarks/README.md``, "bf16 attention").
+    ranking error well inside the gate (``benchmarks/README.md``, "bf16 attention"), and the int8 GEMMs
+    embedrt's own, each with its rescale step in one op.
     """
     model = onnx.load_from_string(onnx_bytes)
     model = rewrite(model, linear_groups(model), calibration, kernels=kernels)
-    return (fuse_attention(fuse_epilogues(model), operands="bf16") if kernels else model).SerializeToString()
+    if kernels:
+        model = fuse_gemms(fuse_attention(fuse_epilogues(model), operands="bf16"))
+    return model.SerializeToString()
