@@ -40,10 +40,11 @@ struct QMatMul {
     return Ort::Status(nullptr);
   }
 
-  // As UnscaledRows::ForRows, each row's sums computed kQRows rows at a time into a per-block buffer.
+  // As UnscaledRows::ForRows, each row's sums computed kQRows rows at a time into a per-block buffer;
+  // blocks of whole tiles (60 rows, not kRowGrain's 64), so that only the last block has a narrower one.
   template <class Make>
   void ForRows(OrtKernelContext* context, Make&& make) const {
-    ParallelBlocks(context, m, kRowGrain, [&](int64_t begin, int64_t end) {
+    ParallelBlocks(context, m, kQRows * 10, [&](int64_t begin, int64_t end) {
       auto row = make();
       std::vector<float> u(static_cast<size_t>(kQRows * n));
       for (int64_t r0 = begin; r0 < end; r0 += kQRows) {
