@@ -23,9 +23,9 @@ struct BiasRows {
     return Ort::Status(nullptr);
   }
 
-  void Row(int64_t r, bool gelu, float* y) const {
+  void Row(int64_t r, Activation act, float* y) const {
     static const float one = 1.0f;
-    Cpu().dequantize_row(x + r * n, 1.0f, &one, 1, bias, n, gelu, y);
+    Cpu().dequantize_row(x + r * n, 1.0f, &one, 1, bias, n, act, y);
   }
 };
 
@@ -44,7 +44,7 @@ Ort::Status BiasAddLayerNorm(OrtKernelContext* context, const Tensor<float>& x, 
   const float eps = *epsilon.Data();
   ParallelBlocks(context, rows.m, kRowGrain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
-      rows.Row(r, false, y + r * rows.n);
+      rows.Row(r, Activation::kNone, y + r * rows.n);
       Cpu().add_layer_norm_row(y + r * rows.n, res + r * rows.n, rows.n, g, b, eps);
     }
   });
@@ -57,7 +57,7 @@ Ort::Status BiasGelu(OrtKernelContext* context, const Tensor<float>& x, const Te
   if (auto status = rows.Read("BiasGelu", x, bias); !status.IsOK()) return status;
   float* y = y_out.Allocate(x.Shape());
   ParallelBlocks(context, rows.m, kRowGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) rows.Row(r, true, y + r * rows.n);
+    for (int64_t r = begin; r < end; ++r) rows.Row(r, Activation::kGelu, y + r * rows.n);
   });
   return Ort::Status(nullptr);
 }

@@ -19,7 +19,7 @@ namespace {
 // The kernels for this CPU, chosen once.
 struct Kernels {
   float (*quantize_row)(const float*, const float*, int64_t, float, float*, uint8_t*);
-  void (*dequantize_row)(const float*, float, const float*, int64_t, const float*, int64_t, bool, float*);
+  void (*dequantize_row)(const float*, float, const float*, int64_t, const float*, int64_t, Activation, float*);
   void (*add_layer_norm_row)(float*, const float*, int64_t, const float*, const float*, float);
   bool (*attend_head)(const AttentionArgs&, int64_t, int64_t, float*);       // fp32 operands
   bool (*attend_head_bf16)(const AttentionArgs&, int64_t, int64_t, float*);  // bf16 operands

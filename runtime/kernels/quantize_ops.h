@@ -71,8 +71,8 @@ struct Dequantized {
   }
 
   // Row r of the output from u, its n unscaled GEMM sums.
-  void Row(int64_t r, const float* u, bool gelu, float* y) const {
-    Cpu().dequantize_row(u, s[r], f + r * nf, nf, w, n, gelu, y);
+  void Row(int64_t r, const float* u, Activation act, float* y) const {
+    Cpu().dequantize_row(u, s[r], f + r * nf, nf, w, n, act, y);
   }
 };
 
@@ -112,7 +112,9 @@ Ort::Status Dequantize(const std::string& op, OrtKernelContext* context, const R
   if (shape.empty() || LeadingRows(shape) != d.m) return Invalid(op, "`like` has another row count");
   shape.back() = d.n;
   float* y = y_out.Allocate(shape);
-  rows.ForRows(context, [&] { return [&](int64_t r, const float* u) { d.Row(r, u, false, y + r * d.n); }; });
+  rows.ForRows(context, [&] {
+    return [&](int64_t r, const float* u) { d.Row(r, u, Activation::kNone, y + r * d.n); };
+  });
   return Ort::Status(nullptr);
 }
 
@@ -135,7 +137,7 @@ Ort::Status DequantizeAddLayerNorm(const std::string& op, OrtKernelContext* cont
   const float eps = *epsilon.Data();
   rows.ForRows(context, [&] {
     return [&](int64_t r, const float* u) {
-      d.Row(r, u, false, y + r * d.n);
+      d.Row(r, u, Activation::kNone, y + r * d.n);
       Cpu().add_layer_norm_row(y + r * d.n, res + r * d.n, d.n, g, b, eps);
     };
   });
@@ -158,7 +160,7 @@ Ort::Status DequantizeGeluQuantize(const std::string& op, OrtKernelContext* cont
   rows.ForRows(context, [&] {
     const auto width = static_cast<size_t>(d.n);
     return [&, row = std::vector<float>(width), scratch = std::vector<float>(width)](int64_t r, const float* u) mutable {
-      d.Row(r, u, true, row.data());
+      d.Row(r, u, Activation::kGeluBeforeQuantize, row.data());
       quantizer.Row(r, row.data(), scratch.data());
     };
   });
