@@ -120,7 +120,8 @@ def choose_variant(variants: Mapping[str, GraphVariant], device: str, *, isa: st
                    kernels_built: bool, requested: str | None = None) -> Choice:
     """The variant to run on ``device`` (``cpu``, ``cuda`` or ``tensorrt``); see the module docstring.
 
-    ``requested`` is taken as it is if the artifact holds it (the caller asked for it by name).
+    ``requested`` is taken as it is if the artifact holds it (the caller asked for it by name), with a
+    warning when it would not have been picked unasked and why (another CPU's int8 arithmetic, a missed gate).
     Raises ``ValueError`` for a requested variant the artifact lacks, or when none can run.
     """
     if requested is not None:
@@ -128,7 +129,12 @@ def choose_variant(variants: Mapping[str, GraphVariant], device: str, *, isa: st
             raise ValueError(f"variant must be a non-empty str, got {requested!r}")
         if requested not in variants:
             raise ValueError(f"variant {requested!r} not in artifact; available: {sorted(variants)}")
-        return Choice(requested, (f"{requested}: asked for by name",))
+        why = ineligible(requested, variants[requested], device, isa, kernels_built)
+        if why is None:
+            return Choice(requested, (f"{requested}: asked for by name",))
+        logger.warning("variant %r runs because it was asked for by name; unasked it would be skipped: %s",
+                       requested, why)
+        return Choice(requested, (f"{requested}: asked for by name; unasked it would be skipped: {why}",))
     reasons = []
     for name in PREFERENCE[device]:
         if name not in variants:

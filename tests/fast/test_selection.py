@@ -89,6 +89,21 @@ def test_without_the_kernel_library_the_portable_graph_runs_and_the_reason_says_
     assert "kernel library" in choice.reasons[0]
 
 
+def test_a_named_variant_runs_but_says_why_it_would_not_run_unasked(caplog):
+    """int8_rowwise_fused on AVX-512 without VNNI runs its int8 GEMM in portable code: it runs when named,
+    and says so; a named variant that would be picked anyway runs without a word."""
+    variants = {n: facts(n) for n in ("fp32", "int8_rowwise_fused")}
+    with caplog.at_level(logging.WARNING, logger="embedrt.selection"):
+        choice = choose_variant(variants, "cpu", isa="avx512", kernels_built=True, requested="int8_rowwise_fused")
+    assert choice.variant == "int8_rowwise_fused"
+    assert "built for avx512_vnni int8 arithmetic; this CPU has avx512" in choice.reasons[0]
+    assert "asked for by name" in caplog.text and "avx512_vnni" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="embedrt.selection"):
+        choose_variant(variants, "cpu", isa="avx512_vnni", kernels_built=True, requested="int8_rowwise_fused")
+    assert not caplog.records
+
+
 def test_named_variant_and_errors():
     variants = {n: facts(n) for n in ("fp32", "int8_avx2")}
     assert choose_variant(variants, "cpu", isa=None, kernels_built=True, requested="int8_avx2").variant == "int8_avx2"
