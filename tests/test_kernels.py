@@ -317,8 +317,8 @@ def _bf16(x):
 ])
 def test_bf16_attention_is_attention_on_bf16_rounded_operands(lengths, head_size, position_bias):
     """operands="bf16": the two products run on (q + bq) * scale, k + bk, the weights exp(s - max) and v
-    rounded to bf16, summed in float32. Against float64 on those rounded operands its error is a small
-    part of its error against exact attention (what bf16 rounding costs), which stays at bf16's scale;
+    rounded to bf16, summed in float32. Against float64 on those rounded operands its error is under 2% of
+    its error against exact attention (what bf16 rounding costs), which stays at bf16's scale;
     the weights' own rounding, at 2^-9, is where the two can differ. A padding mask on packed rows is
     zero where items read it and changes nothing."""
     rng = np.random.default_rng(11)
@@ -356,7 +356,7 @@ def test_bf16_attention_is_attention_on_bf16_rounded_operands(lengths, head_size
         v_rounded = _bf16(feed["v"][0, rows, cols]).astype(np.float64)
         rounded[0, rows, cols] = _bf16(p) @ v_rounded / p.sum(axis=1, keepdims=True) + bv[cols]
     error, cost = np.abs(y - rounded), np.abs(y - exact)
-    assert error.mean() < 0.1 * cost.mean(), (error.mean(), cost.mean())
+    assert error.mean() < 0.02 * cost.mean(), (error.mean(), cost.mean())
     assert error.max() < 4e-3 and 1e-4 < cost.max() < 4e-2, (error.max(), cost.max())
 
 

@@ -1,8 +1,9 @@
 // Attention with bf16 operands on CPUs with AVX-512 BF16 (namespace avx512_bf16): VDPBF16PS multiplies
 // pairs of bf16 values and adds both products to an fp32 lane, twice the multiply-adds of an fp32 FMA
 // per instruction. It computes what simd_kernels.inc's AttendHead<true> computes (operands rounded to
-// bf16 to nearest even, products summed in fp32), with its operands laid out in pairs along the summed
-// axis: keys as (channel 2c, 2c + 1) pairs, values and weights as (key 2t, 2t + 1) pairs. Compiled for
+// bf16 to nearest even, products summed in fp32; its exp is another polynomial of the same accuracy),
+// with its operands laid out in pairs along the summed axis: keys as (channel 2c, 2c + 1) pairs, values
+// and weights as (key 2t, 2t + 1) pairs. Compiled for
 // "avx512f,avx512bw,avx512bf16" by the target region below. A part of kernels.cc (see there).
 #pragma once
 
@@ -67,47 +68,99 @@ inline void ValuePairs(const float* v, int64_t dm, int64_t l, int64_t lp, int64_
     }
 }
 
-// Scores of kRows query rows (qp: their d / 2 pairs each) against C vectors of keys from j on, the
-// score biases added and keys from l on at -inf; m[r] keeps each row's running max.
+// qp[i * d / 2 + c2] = the pair (channels 2 c2, 2 c2 + 1) of (q_i + bq) * scale, for all l rows at once:
+// their loads (rows dm apart, seldom in cache) then overlap instead of stalling each block of rows.
+inline void QueryPairs(const float* q, int64_t dm, const float* bq, float scale, int64_t l, int64_t d, uint32_t* qp) {
+  const auto sv = V::set1(scale);
+  for (int64_t i = 0; i < l; ++i)
+    for (int64_t c = 0; c < d; c += 2 * kPairs) {
+      auto lo = V::load(q + i * dm + c), hi = V::load(q + i * dm + c + V::W);
+      if (bq) lo = V::add(lo, V::load(bq + c)), hi = V::add(hi, V::load(bq + c + V::W));
+      _mm512_storeu_si512(qp + i * (d / 2) + c / 2, Pairs(V::mul(lo, sv), V::mul(hi, sv)));
+    }
+}
+
+// Scores of kRows query rows (q[r]: d2 pairs each) against C vectors of keys from j on, stored as they
+// are in s's rows, lp apart; Biased adds the biases and the mask. The accumulators stay in registers only so:
+// with the biases here, an array of output row pointers, or a loop that may run zero times, GCC 12 keeps
+// them on the stack (measured: a fifth of the kernel's time).
 template <int C>
-inline void ScoreTile(const AttentionArgs& a, int64_t b, int64_t h, const int64_t* rows, const uint32_t* qp,
-                      int64_t d2, const uint32_t* kt, int64_t l, int64_t lp, int64_t j, float* const* s, __m512* m) {
+inline void ScoreTile(const uint32_t* const* q, int64_t d2, const uint32_t* kt, int64_t lp, int64_t j, float* s) {
   __m512 acc[kRows][C];
   for (auto& row : acc)
     for (auto& x : row) x = V::zero();
-  for (int64_t c2 = 0; c2 < d2; ++c2) {
+  int64_t c2 = 0;
+  do {  // d2 >= 16
     __m512i key[C];
     for (int t = 0; t < C; ++t) key[t] = _mm512_loadu_si512(kt + c2 * lp + j + t * V::W);
     for (int r = 0; r < kRows; ++r) {
-      const __m512i qc = _mm512_set1_epi32(static_cast<int>(qp[r * d2 + c2]));
+      const __m512i qc = _mm512_set1_epi32(static_cast<int>(q[r][c2]));
       for (int t = 0; t < C; ++t) acc[r][t] = Dot(acc[r][t], qc, key[t]);
     }
-  }
-  for (int r = 0; r < kRows; ++r) {
-    const float* b1 = a.bias1.Row(b, h, rows[r]);
-    const float* b2 = a.bias2.Row(b, h, rows[r]);
-    for (int t = 0; t < C; ++t) {
-      const int64_t at = j + t * V::W;
-      auto x = acc[r][t];
-      if (b1) x = V::add(x, avx512::ScoreBiasAt(b1, a.bias1.per_key, at, l));
-      if (b2) x = V::add(x, avx512::ScoreBiasAt(b2, a.bias2.per_key, at, l));
-      if (at + V::W > l) x = V::keep_first(x, std::max<int64_t>(l - at, 0), -std::numeric_limits<float>::infinity());
-      V::store(s[r] + at, x);
-      m[r] = V::max(m[r], x);
-    }
-  }
+  } while (++c2 < d2);
+  for (int r = 0; r < kRows; ++r)
+    for (int t = 0; t < C; ++t) V::store(s + r * lp + j + t * V::W, acc[r][t]);
 }
 
-// Row r's weights as bf16 pairs: exp(s - max) (avx512::ExpScores<true>'s exp), ~0 past l. Returns 1 / their sum.
-inline float Weights(const float* s, __m512 m, int64_t lp, uint32_t* p) {
-  const auto mv = V::set1(V::reduce_max(m));
-  auto sum = V::zero();
-  for (int64_t j = 0; j < lp; j += V::W) {
-    const auto e = avx512::ExpNonPositive<4>(V::sub(V::load(s + j), mv));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j / 2), (__m256i)_mm512_cvtneps_pbh(e));
-    sum = V::add(sum, e);
+// 2^t for t >= -126 (rounded to nearest): 2^n p(r), r = t - n in [-1/2, 1/2], p of degree 4 fitted to
+// 2^r for least maximum relative error (2.7e-6; degree 3's 7.5e-5 moved a few times more weights across a
+// bf16 rounding boundary than the exp before it).
+inline __m512 Exp2(__m512 t) {
+  const auto n = V::round_even(t), r = V::sub(t, n);
+  auto p = V::fmadd(V::set1(0.00957010128f), r, V::set1(0.0559178628f));
+  p = V::fmadd(p, r, V::set1(0.240247443f));
+  p = V::fmadd(p, r, V::set1(0.693121791f));
+  p = V::fmadd(p, r, V::set1(0.999999285f));
+  return V::scale2(p, n);
+}
+
+// Query row `row`'s scores s with its biases added and keys from l on at -inf; returns their max.
+inline float Biased(const AttentionArgs& a, int64_t b, int64_t h, int64_t row, int64_t l, float* s) {
+  const float* b1 = a.bias1.Row(b, h, row);
+  const float* b2 = a.bias2.Row(b, h, row);
+  const auto biased = [&](int64_t j) {
+    auto x = V::load(s + j);
+    if (b1) x = V::add(x, avx512::ScoreBiasAt(b1, a.bias1.per_key, j, l));
+    if (b2) x = V::add(x, avx512::ScoreBiasAt(b2, a.bias2.per_key, j, l));
+    return x;
+  };
+  auto m = V::set1(-std::numeric_limits<float>::infinity());
+  const int64_t whole = l - l % V::W;
+  for (int64_t j = 0; j < whole; j += V::W) {
+    const auto x = biased(j);
+    if (b1 || b2) V::store(s + j, x);
+    m = V::max(m, x);
   }
-  return 1.0f / V::reduce_add(sum);
+  if (whole < l) {
+    const auto x = V::keep_first(biased(whole), l - whole, -std::numeric_limits<float>::infinity());
+    V::store(s + whole, x);
+    m = V::max(m, x);
+  }
+  return V::reduce_max(m);
+}
+
+// Row weights as bf16 pairs in p: exp(s - max) over lp keys (~0 from l on), taken as 2^(s log2 e - max
+// log2 e): one FMA instead of a subtraction and the reduction to steps of ln 2. Returns 1 / their sum
+// (before rounding), which the context applies.
+inline float Weights(const float* s, float max, int64_t lp, uint32_t* p) {
+  constexpr float kLog2e = 1.44269504f;
+  // A row whose every key is masked by float's lowest (its weights then all equal, as in Softmax) would
+  // overflow max * log2 e: from -1e38 down the shift is the same.
+  const auto log2e = V::set1(kLog2e), shift = V::set1(-std::max(max, -1e38f) * kLog2e), floor = V::set1(-126.0f);
+  const auto weight = [&](int64_t j) { return Exp2(V::max(V::fmadd(V::load(s + j), log2e, shift), floor)); };
+  auto sum0 = V::zero(), sum1 = V::zero();
+  int64_t j = 0;
+  for (; j + 2 * V::W <= lp; j += 2 * V::W) {
+    const auto e0 = weight(j), e1 = weight(j + V::W);
+    sum0 = V::add(sum0, e0), sum1 = V::add(sum1, e1);
+    _mm512_storeu_si512(p + j / 2, Pairs(e0, e1));
+  }
+  if (j < lp) {
+    const auto e = weight(j);
+    sum0 = V::add(sum0, e);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + j / 2), (__m256i)_mm512_cvtneps_pbh(e));
+  }
+  return 1.0f / V::reduce_add(V::add(sum0, sum1));
 }
 
 // y_r[c..c + C*W) = (p_r @ v) * inv_r + bv for kRows rows, p_r as lp / 2 pairs of weights.
@@ -117,14 +170,15 @@ inline void ContextTile(const uint32_t* const* p, const uint32_t* vt, int64_t l,
   __m512 acc[kRows][C];
   for (auto& row : acc)
     for (auto& x : row) x = V::zero();
-  for (int64_t t2 = 0; t2 < (l + 1) / 2; ++t2) {
+  int64_t t2 = 0;
+  do {  // l >= 1: a do loop, as in ScoreTile
     __m512i val[C];
     for (int u = 0; u < C; ++u) val[u] = _mm512_loadu_si512(vt + t2 * d + c + u * V::W);
     for (int r = 0; r < kRows; ++r) {
       const __m512i pr = _mm512_set1_epi32(static_cast<int>(p[r][t2]));
       for (int u = 0; u < C; ++u) acc[r][u] = Dot(acc[r][u], pr, val[u]);
     }
-  }
+  } while (++t2 < (l + 1) / 2);
   for (int r = 0; r < kRows; ++r)
     for (int u = 0; u < C; ++u) {
       const auto o = V::mul(acc[r][u], V::set1(inv[r]));
@@ -139,39 +193,30 @@ inline bool AttendHead(const AttentionArgs& a, int64_t b, int64_t h, float* scra
   if (d % (2 * kPairs)) return false;
   auto* kt = reinterpret_cast<uint32_t*>(scratch);  // d / 2 x lp pairs
   uint32_t* vt = kt + d2 * lp;                       // lp / 2 x d pairs
-  float* scores = reinterpret_cast<float*>(vt + lp / 2 * d);  // kRows x lp
+  uint32_t* qp = vt + lp / 2 * d;                    // l x d / 2 pairs
+  float* scores = reinterpret_cast<float*>(qp + l * d2);  // kRows x lp
   auto* weights = reinterpret_cast<uint32_t*>(scores + kRows * lp);  // kRows x lp / 2 pairs
-  uint32_t* qp = weights + kRows * lp / 2;           // kRows x d / 2 pairs
   const int64_t off = a.Start(b) * dm + h * d;
-  const float* bq = a.bq ? a.bq + h * d : nullptr;
   const float* bv = a.bv ? a.bv + h * d : nullptr;
   KeyPairs(a.k + off, dm, a.bk ? a.bk + h * d : nullptr, l, lp, d, kt);
   ValuePairs(a.v + off, dm, l, lp, d, vt);
-  const auto scale = V::set1(a.scale);
+  QueryPairs(a.q + off, dm, a.bq ? a.bq + h * d : nullptr, a.scale, l, d, qp);
   for (int64_t i = 0; i < l; i += kRows) {
-    float* s[kRows];
+    const uint32_t* q[kRows];
     float* y[kRows];
-    const uint32_t* p[kRows];
-    float inv[kRows];
+    uint32_t* p[kRows];
+    float max[kRows], inv[kRows];
     int64_t rows[kRows];
-    __m512 m[kRows];
     for (int r = 0; r < kRows; ++r) {
       const int64_t row = rows[r] = std::min<int64_t>(i + r, l - 1);  // past the last row: recompute it
-      const float* q = a.q + off + row * dm;
-      for (int64_t c = 0; c < d; c += 2 * kPairs) {
-        auto lo = V::load(q + c), hi = V::load(q + c + V::W);
-        if (bq) lo = V::add(lo, V::load(bq + c)), hi = V::add(hi, V::load(bq + c + V::W));
-        _mm512_storeu_si512(qp + r * d2 + c / 2, Pairs(V::mul(lo, scale), V::mul(hi, scale)));
-      }
-      s[r] = scores + r * lp;
+      q[r] = qp + row * d2;
       y[r] = a.y + off + row * dm;
       p[r] = weights + r * lp / 2;
-      m[r] = V::set1(-std::numeric_limits<float>::infinity());
     }
-    avx512::Tiles(lp, [&](auto chunks, int64_t j) {
-      ScoreTile<decltype(chunks)::value>(a, b, h, rows, qp, d2, kt, l, lp, j, s, m);
-    });
-    for (int r = 0; r < kRows; ++r) inv[r] = Weights(s[r], m[r], lp, weights + r * lp / 2);
+    avx512::Tiles(lp, [&](auto chunks, int64_t j) { ScoreTile<decltype(chunks)::value>(q, d2, kt, lp, j, scores); });
+    // Every row's max before any row's weights: the rows' reductions then overlap.
+    for (int r = 0; r < kRows; ++r) max[r] = Biased(a, b, h, rows[r], l, scores + r * lp);
+    for (int r = 0; r < kRows; ++r) inv[r] = Weights(scores + r * lp, max[r], lp, p[r]);
     avx512::Tiles(d, [&](auto chunks, int64_t c) { ContextTile<decltype(chunks)::value>(p, vt, l, d, c, inv, bv, y); });
   }
   return true;
