@@ -33,8 +33,9 @@ from benchmarks.machine import cpu_model, gemm_rates
 KINDS = {
     "GEMMs": {"MatMulIntegerToFloat", "MatMulInteger", "MatMul", "Gemm", "FusedMatMul", "DynamicQuantizeMatMul",
               "QGemm", "MatMulNBits"},
-    "GEMMs + rescale/LayerNorm/GELU": {"QMatMulRowDequantize", "QMatMulRowDequantizeAddLayerNorm",
-                                       "QMatMulRowDequantizeGeluQuantize"},
+    "GEMMs + rescale/LayerNorm/GELU/quantize": {"QMatMulRowDequantize", "QMatMulRowDequantizeAddLayerNorm",
+                                                "QMatMulRowDequantizeGeluQuantize",
+                                                "QMatMulRowDequantizeAddLayerNormQuantize"},
     "quantize/rescale": {"RowQuantize", "RowDequantize", "DynamicQuantizeLinear", "QuantizeLinear",
                          "DequantizeLinear"},
     "attention": {"Attention", "PackedAttention", "Softmax", "MultiHeadAttention"},

@@ -25,12 +25,20 @@ def _gemm_then(epilogue, m, k, n, rng):
               numpy_helper.from_array((rng.random(n) * 1e-3).astype(np.float32), "w_scale"),
               numpy_helper.from_array(np.array(77, np.uint8), "zp")]
     inputs = ["y_int", "scale", "xf", "w_float"]
+    after = []  # a node after the epilogue: the next MatMul's RowQuantize of a LayerNorm's output
     if epilogue == "RowDequantize":
         inputs.append("like")
         outputs = [("y", F)]
-    elif epilogue == "RowDequantizeAddLayerNorm":
+    elif epilogue.startswith("RowDequantizeAddLayerNorm"):
         inputs += ["residual", "gamma", "beta", "epsilon"]
         outputs = [("y", F)]
+        if epilogue.endswith("+RowQuantize"):
+            epilogue = "RowDequantizeAddLayerNorm"
+            q_consts, _ = _quantize_constants(rng, n, [1, 7], 128)
+            q_consts[-1].name = "zp_next"
+            consts += q_consts
+            after = [_op("RowQuantize", ["y", "inv", "fc", "zp_next"], ["q_out", "s_out", "f_out"])]
+            outputs += [("q_out", U8), ("s_out", F), ("f_out", F)]
     else:
         q_consts, _ = _quantize_constants(rng, n, [2, 9], 40)
         consts += q_consts
@@ -38,14 +46,14 @@ def _gemm_then(epilogue, m, k, n, rng):
         outputs = [("q_out", U8), ("s_out", F), ("f_out", F)]
     nodes = [helper.make_node("MatMulIntegerToFloat", ["q", "w", "one", "w_scale", "zp"], ["y_int"],
                               domain="com.microsoft"),
-             _op(epilogue, inputs, [name for name, _ in outputs])]
+             _op(epilogue, inputs, ["y"] if after else [name for name, _ in outputs]), *after]
     feed = {"q": rng.integers(0, 256, (m, k)).astype(np.uint8), "scale": (rng.random((m, 1)) * 0.05).astype(np.float32),
             "xf": np.concatenate([rng.standard_normal((m, 3)), np.ones((m, 1))], axis=1).astype(np.float32),
             "w_float": rng.standard_normal((4, n)).astype(np.float32), "like": np.zeros((m, 1), np.float32),
             "residual": rng.standard_normal((m, n)).astype(np.float32),
             "gamma": (rng.random(n) + 0.5).astype(np.float32), "beta": rng.standard_normal(n).astype(np.float32),
             "epsilon": np.array(1e-12, np.float32)}
-    names = {name for node in nodes for name in node.input} - {c.name for c in consts} - {"y_int"}
+    names = {name for node in nodes for name in node.input} - {c.name for c in consts} - {"y_int", "y"}
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n_, U8 if n_ == "q" else F, None)
                                            for n_ in sorted(names)],
                               [helper.make_tensor_value_info(name, t, None) for name, t in outputs], consts)
@@ -62,15 +70,18 @@ def _run(model, feed):
     return session.run(None, feed)
 
 
-@pytest.mark.parametrize("epilogue", ["RowDequantize", "RowDequantizeAddLayerNorm", "RowDequantizeGeluQuantize"])
+@pytest.mark.parametrize("epilogue", ["RowDequantize", "RowDequantizeAddLayerNorm", "RowDequantizeGeluQuantize",
+                                      "RowDequantizeAddLayerNorm+RowQuantize"])
 @pytest.mark.parametrize("m, k, n", [(200, 384, 1536), (13, 20, 48), (71, 64, 80), (1, 8, 16)])
 def test_qmatmul_ops_give_matmul_integer_to_float_and_the_epilogue_bit_for_bit(epilogue, m, k, n):
     """QMatMulRowDequantize* (embedrt's int8 GEMM, VPDPBUSD on AVX-512 VNNI) equals ONNX Runtime's
     MatMulIntegerToFloat followed by the same epilogue, to the bit: tiles of 6 rows x 64 columns, the
-    narrower last column tiles (48, 80, 16) and row counts that leave a partial tile."""
+    narrower last column tiles (48, 80, 16) and row counts that leave a partial tile. A RowQuantize of the
+    LayerNorm's output joins the op, which then writes the LayerNorm's output and the quantized rows."""
     model, feed = _gemm_then(epilogue, m, k, n, np.random.default_rng(m + k + n))
     fused = fuse_gemms(copy.deepcopy(model))
-    assert [node.op_type for node in fused.graph.node] == ["QMatMul" + epilogue]
+    op = "QMatMulRowDequantizeAddLayerNormQuantize" if "+" in epilogue else "QMatMul" + epilogue
+    assert [node.op_type for node in fused.graph.node] == [op]
     for ours, reference in zip(_run(fused, feed), _run(model, feed), strict=True):
         np.testing.assert_array_equal(ours, reference)
 

@@ -226,8 +226,9 @@ def test_rowwise_quantizes_the_encoder_once_per_input(twin_with_variants):
 
 def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_variants):
     """int8_rowwise_fused: int8_rowwise's int8 GEMM per linear layer, on embedrt's kernels, each with its
-    rescale in the same op. One RowQuantize per group except the feed-forward output's, which the GELU before
-    it writes; the residual Add + LayerNorm after attention and after the feed-forward block folded into the rescale;
+    rescale in the same op. Quantized inputs written by the op before them where it is one of these (the
+    GELU's, the LayerNorms'); the residual Add + LayerNorm after attention and after the feed-forward block
+    folded into the rescale;
     each layer's attention (head split, scores, mask, softmax, context, merge) one op, on bf16 operands.
     Same calibration as int8_rowwise, so the two graphs agree up to float rounding and bf16 attention."""
     from collections import Counter
@@ -247,8 +248,12 @@ def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_
     # The twin's widths (32, 64) tile, so every int8 GEMM is embedrt's, with its epilogue in the same op.
     assert not ops["com.microsoft:MatMulIntegerToFloat"] and not ops["ai.embedrt:RowDequantize"]
     assert ops["ai.embedrt:QMatMulRowDequantizeGeluQuantize"] == layers
-    assert ops["ai.embedrt:RowQuantize"] == len(groups) - layers
-    assert ops["ai.embedrt:QMatMulRowDequantizeAddLayerNorm"] == 2 * layers
+    # RowQuantize: the embeddings' LayerNorm output and each attention output; the other LayerNorm outputs
+    # that a MatMul reads are quantized by the op that writes them (all but the last layer's).
+    assert len(groups) == 4 * layers
+    assert ops["ai.embedrt:RowQuantize"] == 1 + layers
+    assert ops["ai.embedrt:QMatMulRowDequantizeAddLayerNormQuantize"] == 2 * layers - 1
+    assert ops["ai.embedrt:QMatMulRowDequantizeAddLayerNorm"] == 1
     assert ops["ai.embedrt:QMatMulRowDequantize"] == sum(len(g.matmuls) for g in groups) - 3 * layers
     assert ops[":LayerNormalization"] == 1 and not ops[":Erf"] and not ops[":QuantizeLinear"]  # embeddings' LN
     assert ops["ai.embedrt:PackedAttention"] == layers and not ops[":Softmax"] and not ops[":Transpose"]

@@ -69,7 +69,8 @@ inline void Tile(const uint8_t* a, int64_t k, const int8_t* w4, int64_t n, int64
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < C; ++t) acc[r][t] = _mm512_setzero_si512();
   const int8_t* b = w4 + j * 4;
-  for (int64_t k4 = 0; k4 < k / 4; ++k4, b += n * 4) {
+  int64_t k4 = 0;
+  do {  // k >= 4 (QGemmRows): with a loop that may run zero times GCC 12 keeps acc on the stack
     __m512i w[C];
     for (int t = 0; t < C; ++t) w[t] = _mm512_loadu_si512(b + 64 * t);
     for (int r = 0; r < R; ++r) {
@@ -78,7 +79,8 @@ inline void Tile(const uint8_t* a, int64_t k, const int8_t* w4, int64_t n, int64
       const __m512i xv = _mm512_set1_epi32(x);
       for (int t = 0; t < C; ++t) acc[r][t] = Dot(acc[r][t], xv, w[t]);
     }
-  }
+    b += n * 4;
+  } while (++k4 < k / 4);
   for (int t = 0; t < C; ++t) {
     const __m512i z = _mm512_loadu_si512(zero_sum + j + 16 * t);
     const __m512 s = _mm512_loadu_ps(ws + j + 16 * t);
@@ -104,6 +106,7 @@ inline void Rows(const uint8_t* a, int64_t k, const int8_t* w4, int64_t n, const
 inline void QGemmRows(const uint8_t* a, int64_t rows, int64_t k, const int8_t* w4, int64_t n, const float* ws,
                       const int32_t* zero_sum, float* u) {
   static_assert(kQRows == 6, "one case per row count below");
+  if (k < 4) return generic::QGemmRows(a, rows, k, w4, n, ws, zero_sum, u);  // no products: the sums are 0
   switch (rows) {
     case 6: Rows<6>(a, k, w4, n, ws, zero_sum, u); break;
     case 5: Rows<5>(a, k, w4, n, ws, zero_sum, u); break;

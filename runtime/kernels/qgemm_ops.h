@@ -1,6 +1,6 @@
-// QMatMulRowDequantize, QMatMulRowDequantizeAddLayerNorm and QMatMulRowDequantizeGeluQuantize: an int8
-// GEMM (qgemm.h) and the epilogue after it (quantize_ops.h) in one op, in place of MatMulIntegerToFloat
-// and the RowDequantize* that reads its output. kQRows rows at a time go through the GEMM into a buffer
+// QMatMulRowDequantize, QMatMulRowDequantizeAddLayerNorm[Quantize] and QMatMulRowDequantizeGeluQuantize: an
+// int8 GEMM (qgemm.h) and the epilogue after it (quantize_ops.h) in one op, in place of MatMulIntegerToFloat
+// and the RowDequantize* that reads its output (and the RowQuantize of a LayerNorm's output after it). kQRows rows at a time go through the GEMM into a buffer
 // that stays in cache and the epilogue finishes them there: the GEMM's fp32 output (the widest
 // tensor of a layer, (tokens, 4 x hidden) after the first feed-forward MatMul) is never written out.
 // A part of kernels.cc (see there).
@@ -77,6 +77,25 @@ Ort::Status QMatMulRowDequantizeAddLayerNorm(OrtKernelContext* context, const Te
   QMatMul rows;
   if (auto status = rows.Read(op, q, w, w_scale, w_zero_sum); !status.IsOK()) return status;
   return DequantizeAddLayerNorm(op, context, rows, scale, floats, w_float, residual, gamma, beta, epsilon, y_out);
+}
+
+// QMatMulRowDequantizeAddLayerNorm, and its output rows quantized as RowQuantize would (the q, scale and
+// x_float_1 of the next MatMul's input) while they are in cache.
+Ort::Status QMatMulRowDequantizeAddLayerNormQuantize(
+    OrtKernelContext* context, const Tensor<uint8_t>& q, const Tensor<int8_t>& w, const Tensor<float>& w_scale,
+    const Tensor<int32_t>& w_zero_sum, const Tensor<float>& scale, const Tensor<float>& floats,
+    const Tensor<float>& w_float, const Tensor<float>& residual, const Tensor<float>& gamma, const Tensor<float>& beta,
+    const Tensor<float>& epsilon, const Tensor<float>& inv_smooth, const Tensor<int64_t>& float_channels,
+    const Tensor<uint8_t>& zero_point, Tensor<float>& y_out, Tensor<uint8_t>& q_out, Tensor<float>& scale_out,
+    Tensor<float>& floats_out) {
+  const std::string op = "QMatMulRowDequantizeAddLayerNormQuantize";
+  QMatMul rows;
+  if (auto status = rows.Read(op, q, w, w_scale, w_zero_sum); !status.IsOK()) return status;
+  Quantizer quantizer(inv_smooth, float_channels, zero_point);
+  if (auto status = quantizer.Check(op, rows.n); !status.IsOK()) return status;
+  quantizer.Allocate(rows.m, q_out, scale_out, floats_out);
+  return DequantizeAddLayerNorm(op, context, rows, scale, floats, w_float, residual, gamma, beta, epsilon, y_out,
+                                &quantizer);
 }
 
 Ort::Status QMatMulRowDequantizeGeluQuantize(OrtKernelContext* context, const Tensor<uint8_t>& q,

@@ -118,13 +118,15 @@ Ort::Status Dequantize(const std::string& op, OrtKernelContext* context, const R
   return Ort::Status(nullptr);
 }
 
-// LayerNormalization(the dequantized rows + residual) over the last axis, shaped like `residual`.
+// LayerNormalization(the dequantized rows + residual) over the last axis, shaped like `residual`; with a
+// `quantizer` (allocated for the rows), each output row also quantized for the next MatMul while in cache.
 template <class Rows>
 Ort::Status DequantizeAddLayerNorm(const std::string& op, OrtKernelContext* context, const Rows& rows,
                                    const Tensor<float>& scale, const Tensor<float>& floats,
                                    const Tensor<float>& w_float, const Tensor<float>& residual,
                                    const Tensor<float>& gamma, const Tensor<float>& beta,
-                                   const Tensor<float>& epsilon, Tensor<float>& y_out) {
+                                   const Tensor<float>& epsilon, Tensor<float>& y_out,
+                                   const Quantizer* quantizer = nullptr) {
   Dequantized d;
   if (auto status = d.Read(op, rows.m, rows.n, scale, floats, w_float); !status.IsOK()) return status;
   const auto shape = residual.Shape();
@@ -136,9 +138,11 @@ Ort::Status DequantizeAddLayerNorm(const std::string& op, OrtKernelContext* cont
   const float *res = residual.Data(), *g = gamma.Data(), *b = beta.Data();
   const float eps = *epsilon.Data();
   rows.ForRows(context, [&] {
-    return [&](int64_t r, const float* u) {
+    const auto width = static_cast<size_t>(quantizer ? d.n : 0);
+    return [&, scratch = std::vector<float>(width)](int64_t r, const float* u) mutable {
       d.Row(r, u, Activation::kNone, y + r * d.n);
       Cpu().add_layer_norm_row(y + r * d.n, res + r * d.n, d.n, g, b, eps);
+      if (quantizer) quantizer->Row(r, y + r * d.n, scratch.data());
     };
   });
   return Ort::Status(nullptr);

@@ -22,6 +22,8 @@
 //   QMatMulRowDequantize(q, w, w_scale, w_zero_sum, scale, x_float_1, w_float, like) -> y, and likewise
 //   QMatMulRowDequantizeAddLayerNorm and QMatMulRowDequantizeGeluQuantize: the three above with the int8
 //       GEMM before them, y_int = (q @ w - w_zero_sum) * w_scale, q u8 (m, k), w s8 packed (k / 4, n, 4)
+//   QMatMulRowDequantizeAddLayerNormQuantize(the inputs of QMatMulRowDequantizeAddLayerNorm, inv_smooth,
+//       float_channels, zero_point) -> y, q, scale, x_float_1: its y, and RowQuantize's outputs of y
 //   BiasAddLayerNorm(x, bias, residual, gamma, beta, epsilon) -> LayerNorm(x + bias + residual)
 //   BiasGelu(x, bias) -> GELU(x + bias)
 // (the last two, with Attention, make the fp32_fused graph: fp32 arithmetic, one pass per row)
@@ -66,6 +68,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
       Op{CreateLiteCustomOp("QMatMulRowDequantize", kCpu, QMatMulRowDequantize)},
       Op{CreateLiteCustomOp("QMatMulRowDequantizeAddLayerNorm", kCpu, QMatMulRowDequantizeAddLayerNorm)},
       Op{CreateLiteCustomOp("QMatMulRowDequantizeGeluQuantize", kCpu, QMatMulRowDequantizeGeluQuantize)},
+      Op{CreateLiteCustomOp("QMatMulRowDequantizeAddLayerNormQuantize", kCpu, QMatMulRowDequantizeAddLayerNormQuantize)},
       Op{CreateLiteCustomOp<Attention>("Attention", kCpu)},
       Op{CreateLiteCustomOp<PackedAttention>("PackedAttention", kCpu)},
       Op{CreateLiteCustomOp("PackRows", kCpu, PackRows)},

@@ -147,9 +147,17 @@ def _packable_weight(g: GraphIndex, node: onnx.NodeProto) -> tuple[np.ndarray, i
     return w, int(zero_point.reshape(-1)[0])
 
 
+def _quantize_after(g: GraphIndex, y: str) -> onnx.NodeProto | None:
+    """The one ``RowQuantize`` that quantizes ``y`` (the next MatMul's input), if it has one."""
+    quantizers = [n for n in g.uses.get(y, []) if n.domain == DOMAIN and n.op_type == "RowQuantize"]
+    return quantizers[0] if len(quantizers) == 1 and quantizers[0].input[0] == y else None
+
+
 def fuse_gemms(model: onnx.ModelProto) -> onnx.ModelProto:
     """Fold each ``MatMulIntegerToFloat`` of ``model`` whose only reader is a ``RowDequantize*`` (as its
-    GEMM output) into one ``QMatMulRowDequantize*`` (in place; returns it). Others stay as they are."""
+    GEMM output) into one ``QMatMulRowDequantize*`` (in place; returns it); a ``RowQuantize`` of a
+    LayerNorm's output then goes into the same op (``QMatMulRowDequantizeAddLayerNormQuantize``), which
+    writes both. Others stay as they are."""
     graph = model.graph
     g = GraphIndex(graph)
     const = NewInitializers()
@@ -168,9 +176,13 @@ def fuse_gemms(model: onnx.ModelProto) -> onnx.ModelProto:
         name = node.name or node.output[0]
         packed = const(np.ascontiguousarray(w.reshape(k // 4, 4, n).transpose(0, 2, 1)), name + "/w_packed")
         zero_sum = const(zero_point * w.astype(np.int32).sum(axis=0, dtype=np.int32), name + "/w_zero_sum")
-        placed[id(epilogue)] = [helper.make_node(
-            "QMatMul" + epilogue.op_type, [node.input[0], packed, node.input[3], zero_sum, *epilogue.input[1:]],
-            list(epilogue.output), domain=DOMAIN, name=epilogue.name + "/QMatMul")]
+        op, inputs, outputs = "QMatMul" + epilogue.op_type, [node.input[0], packed, node.input[3], zero_sum,
+                                                             *epilogue.input[1:]], list(epilogue.output)
+        quantize = _quantize_after(g, epilogue.output[0]) if epilogue.op_type == "RowDequantizeAddLayerNorm" else None
+        if quantize is not None:
+            op, inputs, outputs = op + "Quantize", inputs + list(quantize.input[1:]), outputs + list(quantize.output)
+            dropped.add(id(quantize))
+        placed[id(epilogue)] = [helper.make_node(op, inputs, outputs, domain=DOMAIN, name=epilogue.name + "/QMatMul")]
         dropped |= {id(node), id(epilogue)}
     splice(graph, placed, dropped)
     const.add_to(graph)

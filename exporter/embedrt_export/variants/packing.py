@@ -38,7 +38,7 @@ _ROW_WEIGHTED = {("", "MatMul"), ("", "LayerNormalization"), ("com.microsoft", "
 # embedrt's row kernels: every input is rows or a constant.
 _ROW_KERNELS = {"RowQuantize", "RowDequantize", "RowDequantizeAddLayerNorm", "RowDequantizeGeluQuantize",
                 "QMatMulRowDequantize", "QMatMulRowDequantizeAddLayerNorm", "QMatMulRowDequantizeGeluQuantize",
-                "BiasAddLayerNorm", "BiasGelu"}
+                "QMatMulRowDequantizeAddLayerNormQuantize", "BiasAddLayerNorm", "BiasGelu"}
 
 
 def _last_axis_only(node: onnx.NodeProto) -> bool:
