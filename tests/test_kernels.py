@@ -360,6 +360,30 @@ def test_bf16_attention_is_attention_on_bf16_rounded_operands(lengths, head_size
     assert error.max() < 4e-3 and 1e-4 < cost.max() < 4e-2, (error.max(), cost.max())
 
 
+@pytest.mark.parametrize("operands", ["fp32", "bf16"])
+def test_a_row_with_every_key_masked_weighs_them_equally(operands):
+    """A query row whose keys all carry float's lowest as bias has equal scores, so Softmax weighs every key
+    alike and the row is the keys' mean value, finite (the bf16 kernel takes exp as 2^(s log2 e - max log2 e),
+    where max log2 e would overflow)."""
+    rng = np.random.default_rng(3)
+    heads, head_size, length = 2, 32, 20
+    hidden = heads * head_size
+    node = helper.make_node("Attention", ["q", "k", "v", "qkv_bias", "scale", "head_size", "mask"], ["y"],
+                            domain=kernels.DOMAIN, operands=operands)
+    session = _session([node], [(name, F) for name in ("q", "k", "v", "mask")], [("y", F)],
+                       [numpy_helper.from_array(np.array(1 / np.sqrt(head_size), np.float32), "scale"),
+                        numpy_helper.from_array(np.array(head_size, np.int64), "head_size"),
+                        numpy_helper.from_array(np.zeros(3 * hidden, np.float32), "qkv_bias")])
+    feed = {name: rng.standard_normal((1, length, hidden)).astype(np.float32) for name in "qkv"}
+    mask = np.zeros((1, 1, length, length), np.float32)
+    mask[0, 0, 4, :] = np.finfo(np.float32).min
+    feed["mask"] = mask
+    y = session.run(None, feed)[0]
+    assert np.isfinite(y).all()
+    v = _bf16(feed["v"][0]) if operands == "bf16" else feed["v"][0]
+    np.testing.assert_allclose(y[0, 4], v.mean(axis=0), atol=1e-2 if operands == "bf16" else 1e-5)
+
+
 def test_attention_refuses_an_unknown_operand_precision():
     node = helper.make_node("PackedAttention", ["q", "k", "v", "qkv_bias", "scale", "head_size", "lengths"], ["y"],
                             domain=kernels.DOMAIN, operands="int4")

@@ -12,6 +12,7 @@
 #include "x86.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 
@@ -144,10 +145,15 @@ inline float Biased(const AttentionArgs& a, int64_t b, int64_t h, int64_t row, i
 // (before rounding), which the context applies.
 inline float Weights(const float* s, float max, int64_t lp, uint32_t* p) {
   constexpr float kLog2e = 1.44269504f;
-  // A row whose every key is masked by float's lowest (its weights then all equal, as in Softmax) would
-  // overflow max * log2 e: from -1e38 down the shift is the same.
-  const auto log2e = V::set1(kLog2e), shift = V::set1(-std::max(max, -1e38f) * kLog2e), floor = V::set1(-126.0f);
-  const auto weight = [&](int64_t j) { return Exp2(V::max(V::fmadd(V::load(s + j), log2e, shift), floor)); };
+  // Where max log2 e would overflow (a row whose every key is masked by float's lowest), (s - max) log2 e:
+  // its weights are then all 1, as Softmax weighs equal scores.
+  const bool huge = !(std::fabs(max) < 1e37f);
+  const auto log2e = V::set1(kLog2e), mv = V::set1(max), shift = V::set1(huge ? 0.0f : -max * kLog2e);
+  const auto floor = V::set1(-126.0f);
+  const auto weight = [&](int64_t j) {
+    const auto x = V::load(s + j);
+    return Exp2(V::max(huge ? V::mul(V::sub(x, mv), log2e) : V::fmadd(x, log2e, shift), floor));
+  };
   auto sum0 = V::zero(), sum1 = V::zero();
   int64_t j = 0;
   for (; j + 2 * V::W <= lp; j += 2 * V::W) {
