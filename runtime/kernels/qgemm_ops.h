@@ -1,8 +1,9 @@
 // QMatMulRowDequantize, QMatMulRowDequantizeAddLayerNorm[Quantize] and QMatMulRowDequantizeGeluQuantize: an
 // int8 GEMM (qgemm.h) and the epilogue after it (quantize_ops.h) in one op, in place of MatMulIntegerToFloat
-// and the RowDequantize* that reads its output (and the RowQuantize of a LayerNorm's output after it). kQRows rows at a time go through the GEMM into a buffer
-// that stays in cache and the epilogue finishes them there: the GEMM's fp32 output (the widest
-// tensor of a layer, (tokens, 4 x hidden) after the first feed-forward MatMul) is never written out.
+// and the RowDequantize* that reads its output (and the RowQuantize of a LayerNorm's output after it).
+// kQRows rows at a time go through the GEMM into a buffer that stays in cache and the epilogue finishes
+// them there: the GEMM's fp32 output (the widest tensor of a layer, (tokens, 4 x hidden) after the first
+// feed-forward MatMul) is never written out.
 // A part of kernels.cc (see there).
 #pragma once
 
