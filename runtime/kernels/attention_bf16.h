@@ -1,7 +1,7 @@
 // Attention with bf16 operands on CPUs with AVX-512 BF16 (namespace avx512_bf16): VDPBF16PS multiplies
 // pairs of bf16 values and adds both products to an fp32 lane, twice the multiply-adds of an fp32 FMA
 // per instruction. It computes what simd_kernels.inc's AttendHead<true> computes (operands rounded to
-// bf16 to nearest even, products summed in fp32; its exp is another polynomial of the same accuracy),
+// bf16 to nearest even, products summed in fp32; its exp is another polynomial, ~15x more accurate),
 // with its operands laid out in pairs along the summed axis: keys as (channel 2c, 2c + 1) pairs, values
 // and weights as (key 2t, 2t + 1) pairs. Compiled for
 // "avx512f,avx512bw,avx512bf16" by the target region below. A part of kernels.cc (see there).
