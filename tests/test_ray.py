@@ -128,10 +128,14 @@ def test_a_killed_actor_is_restarted_and_nothing_is_lost_or_doubled(corpus, mini
         victims = _actor_pids()
         assert victims
         os.kill(victims[0], signal.SIGKILL)
+        # what a writer killed mid-write leaves, whether or not the kill above landed in one
+        unfinished = out / f".{next(out.glob('part-*.parquet')).name}.tmp-0123456789abcdef"
+        unfinished.write_bytes(b"PAR1 half a file")
     except BaseException:
         _stop(process)
         raise
     _finish(process)
+    assert not unfinished.exists()
     output = _output(out)
     assert len(output) == ROWS + 4 and set(rows) <= set(output)
     _check_against_encode(output, rows, minilm_artifact, sample=300)
@@ -152,7 +156,7 @@ def test_a_killed_job_resumes_without_recomputing_what_it_wrote(corpus, minilm_a
     log = _finish(_run(args))
     skipped = int(log.split("; ", 1)[1].split(" parts", 1)[0])
     assert skipped == written and f"computing {21 - written} (" in log  # only the rest was computed
-    assert not list(out.glob("*.tmp-*"))
+    assert not list(out.glob("*.tmp-*")) and not list(out.glob(".*.tmp-*"))
     output = _output(out)
     assert len(output) == ROWS + 4 and set(rows) <= set(output)
     changed = [str(path), str(out), "--model", str(minilm_artifact), "--id-column", "id", "--variant", "fp32",

@@ -30,6 +30,7 @@ from .embedder import Embedder
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
            ".txt": "text", ".text": "text"}
 JOB_FILE = "_embedrt_job.json"
+UNFINISHED = ".tmp-"  # in the name of a part's file while it is written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +214,8 @@ class PartWriter(Embedder):
         texts, ids, errors = read_part(self.in_fs, part, self.text_columns, self.ids)
         table = self.table(texts, ids=ids, errors=errors)
         final = f"{self.out_dir}/{part.name}"
-        temporary = f"{final}.tmp-{uuid.uuid4().hex}"
+        # a leading dot hides an unfinished file from dataset readers (pyarrow, Spark) should its writer be killed
+        temporary = f"{self.out_dir}/.{part.name}{UNFINISHED}{uuid.uuid4().hex}"
         with self.out_fs.open_output_stream(temporary) as stream:
             pq.write_table(table, stream)
         self.out_fs.move(temporary, final)  # whole or not at all: readers never see a half-written part
@@ -246,6 +248,16 @@ def _job(args: dict[str, Any], out_fs: Any, out_dir: str) -> None:
         stream.write(json.dumps(args, indent=1, sort_keys=True).encode())
 
 
+def _remove_unfinished(out_fs: Any, out_dir: str) -> list[Any]:
+    """Delete the files of writers killed mid-write; returns what is left in ``out_dir``."""
+    from pyarrow import fs
+
+    present = out_fs.get_file_info(fs.FileSelector(out_dir))
+    for leftover in (f for f in present if UNFINISHED in f.base_name):
+        out_fs.delete_file(leftover.path)
+    return [f for f in present if UNFINISHED not in f.base_name]
+
+
 def embed_corpus(input_uri: str, output_uri: str, model: str, *, address: str | None = None,
                  text_column: str | Sequence[str] = "text", id_column: str | None = None,
                  input_format: str | None = None, rows_per_part: int = 8192, actors: int | None = None,
@@ -254,7 +266,6 @@ def embed_corpus(input_uri: str, output_uri: str, model: str, *, address: str | 
     """Embed every row of ``input_uri`` into Parquet parts under ``output_uri`` (see the module docstring);
     returns what was skipped, computed and how fast."""
     import ray
-    from pyarrow import fs
 
     from . import actor_pool, connect
 
@@ -269,10 +280,7 @@ def embed_corpus(input_uri: str, output_uri: str, model: str, *, address: str | 
     texts = [text_column] if isinstance(text_column, str) else list(text_column)
     _job({"input": input_uri, "model": digest or model, "text_column": texts, "id_column": id_column,
           "rows_per_part": rows_per_part, "variant": variant, "normalize": normalize}, out_fs, out_dir)
-    present = out_fs.get_file_info(fs.FileSelector(out_dir))
-    for leftover in (f for f in present if ".tmp-" in f.base_name):  # a killed attempt's unfinished file
-        out_fs.delete_file(leftover.path)
-    written = {f.base_name for f in present}
+    written = {f.base_name for f in _remove_unfinished(out_fs, out_dir)}
     todo = [p for p in parts if p.name not in written]
     total = sum(p.stop - p.start for p in parts)
     pending = sum(p.stop - p.start for p in todo)
@@ -303,6 +311,7 @@ def embed_corpus(input_uri: str, output_uri: str, model: str, *, address: str | 
                 bar.update(row["rows"])
         if bar is not None:
             bar.close()
+    _remove_unfinished(out_fs, out_dir)  # an actor killed mid-write left its file; Ray wrote the part again
     summary.update(seconds=time.perf_counter() - began, intra_op_threads=sorted(threads), actor_pids=sorted(pids))
     summary["rows_per_s"] = summary["rows_computed"] / summary["seconds"]
     # the same rows from the first part begun to the last written: warmed actors, as encode is timed warmed
