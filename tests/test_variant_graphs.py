@@ -99,6 +99,12 @@ def test_twin_fp32_fused_keeps_fp32_parity_on_kernels(twin_with_variants):
     assert not ops[":Softmax"] and not ops[":Erf"] and not ops[":Transpose"]
     # packed after the embeddings, unpacked once for the pooling and the token_embeddings output
     assert ops["ai.embedrt:PackRows"] == 1 and ops["ai.embedrt:UnpackRows"] == 1
+    # the padding mask reaches the attentions as (batch, 1, 1, L): never expanded over the query axis
+    producer = {o: n for n in fused.graph.node for o in n.output}
+    masks = {n.input[7] for n in fused.graph.node if n.op_type == "PackedAttention"}
+    expand = producer[producer[masks.pop()].input[0]]
+    shape = next(onnx.numpy_helper.to_array(i) for i in fused.graph.initializer if i.name == expand.input[1])
+    assert not masks and expand.op_type == "Expand" and shape.tolist() == [1, 1, 1, 1]
     model = embedrt.SentenceTransformer(artifact, variant="fp32_fused", threads=1)
     parity = measure(reference, model, probe_texts(model.max_seq_length), batch_size=4)
     assert parity.max_one_minus_cos <= 1e-6, parity
