@@ -41,7 +41,7 @@ KINDS = {
     "attention": {"Attention", "PackedAttention", "Softmax", "MultiHeadAttention"},
     "LayerNorm/GELU": {"RowDequantizeAddLayerNorm", "RowDequantizeGeluQuantize", "BiasAddLayerNorm", "BiasGelu",
                        "LayerNormalization", "SkipLayerNormalization", "Gelu", "FastGelu", "Erf"},
-    "packing": {"PackRows", "UnpackRows"},
+    "packing": {"PackRows", "UnpackRows", "SumRows"},
 }
 
 

@@ -410,6 +410,34 @@ def test_packed_attention_refuses_lengths_that_do_not_cover_the_rows():
                            "lengths": np.array([9], np.int64)})
 
 
+def test_sum_rows_is_the_masked_cumsum_of_the_unpacked_rows_to_the_bit():
+    """SumRows(packed, mask) against the ops it replaces in a packed mean pooling's numerator."""
+    i64 = TensorProto.INT64
+    constants = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+                 (("minus1", [-1]), ("axis", 1), ("last", [-1]), ("end", [2 ** 62]), ("axes", [1]))]
+    traced = _session([_op("UnpackRows", ["p", "mask"], ["x"]),
+                       helper.make_node("Unsqueeze", ["mask", "minus1"], ["m1"]),
+                       helper.make_node("Cast", ["m1"], ["mf"], to=F),
+                       helper.make_node("Mul", ["x", "mf"], ["xm"]),
+                       helper.make_node("CumSum", ["xm", "axis"], ["run"]),
+                       helper.make_node("Slice", ["run", "last", "end", "axes"], ["s1"]),
+                       helper.make_node("Squeeze", ["s1", "axes"], ["sums"])],
+                      [("p", F), ("mask", i64)], [("sums", F)], constants)
+    ours = _session([_op("SumRows", ["p", "mask"], ["sums"])], [("p", F), ("mask", i64)], [("sums", F)])
+    rng = np.random.default_rng(7)
+    lengths = [300, 1, 0, 57, 128]
+    mask = (np.arange(300)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
+    packed = (rng.standard_normal((1, sum(lengths), 384)) * rng.uniform(0.1, 30, 384)).astype(np.float32)
+    want = traced.run(None, {"p": packed, "mask": mask})[0]
+    got = ours.run(None, {"p": packed, "mask": mask})[0]
+    assert got.shape == (5, 384) and np.array_equal(got, want) and not got[2].any()
+    with pytest.raises(Exception, match="SumRows: attention_mask has 486 tokens but packed has 487 rows"):
+        ours.run(None, {"p": np.zeros((1, 487, 384), np.float32), "mask": mask})
+    mask[1, 5] = 1
+    with pytest.raises(Exception, match="SumRows: attention_mask row 1 is not right-padded"):
+        ours.run(None, {"p": packed, "mask": mask})
+
+
 def test_the_attention_benchmark_times_the_kernel_against_onnxruntime_ops():
     """benchmarks/attention.py as its users run it, tiny: one row per length, outputs that agree."""
     root = Path(__file__).resolve().parents[1]

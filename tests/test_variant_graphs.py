@@ -97,8 +97,10 @@ def test_twin_fp32_fused_keeps_fp32_parity_on_kernels(twin_with_variants):
     assert not [a for n in fused.graph.node if n.op_type == "PackedAttention" for a in n.attribute]  # fp32 operands
     assert ops["ai.embedrt:BiasAddLayerNorm"] == 2 * layers and ops[":LayerNormalization"] == 1  # embeddings'
     assert not ops[":Softmax"] and not ops[":Erf"] and not ops[":Transpose"]
-    # packed after the embeddings, unpacked once for the pooling and the token_embeddings output
+    # packed after the embeddings, unpacked once for the token_embeddings output; the mean pooling's sum
+    # of token embeddings on the packed rows (the mask's own sum stays a CumSum)
     assert ops["ai.embedrt:PackRows"] == 1 and ops["ai.embedrt:UnpackRows"] == 1
+    assert ops["ai.embedrt:SumRows"] == 1 and ops[":CumSum"] == 1
     # the padding mask reaches the attentions as (batch, 1, 1, L): never expanded over the query axis
     producer = {o: n for n in fused.graph.node for o in n.output}
     masks = {n.input[7] for n in fused.graph.node if n.op_type == "PackedAttention"}
@@ -265,7 +267,7 @@ def test_rowwise_fused_runs_on_kernels_with_layernorm_and_gelu_folded(twin_with_
     assert ops["ai.embedrt:PackedAttention"] == layers and not ops[":Softmax"] and not ops[":Transpose"]
     assert {onnx.helper.get_attribute_value(a) for n in fused.graph.node if n.op_type == "PackedAttention"
             for a in n.attribute if a.name == "operands"} == {b"bf16"}
-    assert ops["ai.embedrt:PackRows"] == 1 and ops["ai.embedrt:UnpackRows"] == 1
+    assert ops["ai.embedrt:PackRows"] == ops["ai.embedrt:UnpackRows"] == ops["ai.embedrt:SumRows"] == 1
     assert "ai.embedrt" in {o.domain for o in fused.opset_import}
     assert by_name["int8_rowwise_fused"].custom_ops == ("ai.embedrt",) and not by_name["int8_rowwise"].custom_ops
     texts = [f"sentence number {i} " + "word " * (i % 13) for i in range(24)]

@@ -1,5 +1,5 @@
 // PackRows and UnpackRows: padded (batch, length, hidden) rows to packed (1, tokens, hidden) rows, the
-// real tokens only, and back. A part of kernels.cc (see there).
+// real tokens only, and back; SumRows: each item's packed rows summed. A part of kernels.cc (see there).
 #pragma once
 
 #include "op_support.h"
@@ -65,6 +65,31 @@ Ort::Status UnpackRows(const Tensor<float>& packed, const Tensor<int64_t>& mask,
     std::copy_n(from, lengths[b] * s[2], row);
     from += lengths[b] * s[2];
     std::fill(row + lengths[b] * s[2], row + ms[1] * s[2], 0.0f);
+  }
+  return Ort::Status(nullptr);
+}
+
+// Each item's rows added in order, (batch, hidden): what the last position of a CumSum along the
+// sequence gives on the unpacked rows times the mask (padding adds exact zeros after the item's rows),
+// to the bit, without unpacking, masking or summing the padding.
+Ort::Status SumRows(const Tensor<float>& packed, const Tensor<int64_t>& mask, Tensor<float>& sums_out) {
+  const std::string op = "SumRows";
+  const auto s = packed.Shape();
+  const auto ms = mask.Shape();
+  if (s.size() != 3 || s[0] != 1 || ms.size() != 2) return Invalid(op, "packed must be (1, tokens, hidden) and attention_mask (batch, length)");
+  std::vector<int64_t> lengths;
+  int64_t tokens = 0;
+  if (auto status = MaskLengths(op, mask, lengths, tokens); !status.IsOK()) return status;
+  if (tokens != s[1])
+    return Invalid(op, "attention_mask has " + std::to_string(tokens) + " tokens but packed has " + std::to_string(s[1]) + " rows");
+  const int64_t h = s[2];
+  float* y = sums_out.Allocate({ms[0], h});
+  const float* from = packed.Data();
+  for (int64_t b = 0; b < ms[0]; ++b) {
+    float* sum = y + b * h;
+    std::fill(sum, sum + h, 0.0f);
+    for (int64_t i = 0; i < lengths[b]; ++i, from += h)
+      for (int64_t j = 0; j < h; ++j) sum[j] += from[j];
   }
   return Ort::Status(nullptr);
 }

@@ -19,6 +19,7 @@
 //       one after another as (1, tokens, hidden), and each item's token count. The mask must be
 //       right-padded (ones, then zeros), as embedrt's engine pads
 //   UnpackRows(packed, attention_mask) -> x: back to (batch, length, hidden), zeros at padding
+//   SumRows(packed, attention_mask) -> sums: each item's rows added in order, (batch, hidden)
 //   QMatMulRowDequantize(q, w, w_scale, w_zero_sum, scale, x_float_1, w_float, like) -> y, and likewise
 //   QMatMulRowDequantizeAddLayerNorm and QMatMulRowDequantizeGeluQuantize: the three above with the int8
 //       GEMM before them, y_int = (q @ w - w_zero_sum) * w_scale, q u8 (m, k), w s8 packed (k / 4, n, 4)
@@ -73,6 +74,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
       Op{CreateLiteCustomOp<PackedAttention>("PackedAttention", kCpu)},
       Op{CreateLiteCustomOp("PackRows", kCpu, PackRows)},
       Op{CreateLiteCustomOp("UnpackRows", kCpu, UnpackRows)},
+      Op{CreateLiteCustomOp("SumRows", kCpu, SumRows)},
       Op{CreateLiteCustomOp("BiasAddLayerNorm", kCpu, BiasAddLayerNorm)},
       Op{CreateLiteCustomOp("BiasGelu", kCpu, BiasGelu)},
   };

@@ -8,7 +8,9 @@ row-wise after it runs on (1, tokens, hidden), turns each ``ai.embedrt.Attention
 ``PackedAttention`` (attention within each text's own rows; its score biases keep their padded
 layout and are read at the text's positions), and puts ``UnpackRows`` back wherever a padded tensor
 is read: the pooling, a graph output. Each row's arithmetic is unchanged, so outputs move by float
-rounding at most.
+rounding at most. A mean pooling's sum over the sequence (the unpacked rows times the mask, summed as
+:mod:`..passes.invariance` writes it) becomes ``SumRows`` of the packed rows: the same additions in the
+same order, without the padding.
 
 The graph's inputs stay as they were (padded ``input_ids`` and ``attention_mask``); the packed graph
 needs the mask right-padded, which the engine always does, and refuses any other by name.
@@ -23,7 +25,7 @@ import onnx
 from embedrt.manifest import KERNELS_DOMAIN as DOMAIN
 from onnx import TensorProto, helper
 
-from ..onnx_edit import GraphIndex, attribute, copy_model, set_nodes
+from ..onnx_edit import GraphIndex, attribute, copy_model, set_nodes, splice, without_dead_nodes
 
 MASK = "attention_mask"
 PACKED = "/packed"
@@ -153,4 +155,61 @@ def pack(model: onnx.ModelProto) -> tuple[onnx.ModelProto, str | None]:
                 new_nodes.append(helper.make_node("UnpackRows", [out + PACKED, MASK], [out],
                                                   domain=DOMAIN, name=out + "/UnpackRows"))
     set_nodes(graph, new_nodes)
+    _packed_sums(packed_model)
     return packed_model, None
+
+
+def _packed_sums(model: onnx.ModelProto) -> None:
+    """Replace, in place, each ``Squeeze(Slice(CumSum(Mul(UnpackRows(p, mask), mask as float column)),
+    last position))`` along the sequence (Casts to float between them) by ``SumRows(p, mask)``."""
+    g = GraphIndex(model.graph)
+    placed: dict[int, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        if node.op_type != "CumSum" or _value(g, node.input[1]) != [1] or attribute(node, "exclusive", 0) or \
+                attribute(node, "reverse", 0):
+            continue
+        mul = g.producer.get(_through_float_casts(g, node.input[0]))
+        unpack = next((g.producer[i] for i in (mul.input if mul is not None and mul.op_type == "Mul" else [])
+                       if i in g.producer and g.producer[i].op_type == "UnpackRows"), None)
+        last = g.only_use(node.output[0], "Slice")
+        squeeze = last and g.only_use(last.output[0], "Squeeze")
+        if unpack is None or not _mask_column(g, g.other_input(mul, unpack.output[0])) or squeeze is None or \
+                _value(g, squeeze.input[1] if len(squeeze.input) > 1 else "") != [1] or not _last_position(g, last):
+            continue
+        placed[id(squeeze)] = [helper.make_node("SumRows", [unpack.input[0], MASK], [squeeze.output[0]],
+                                                domain=DOMAIN, name=squeeze.output[0] + "/SumRows")]
+    if placed:
+        splice(model.graph, placed, set())
+        without_dead_nodes(model)
+
+
+def _value(g: GraphIndex, name: str) -> list | None:
+    value = g.constants.get(name)
+    return value.reshape(-1).tolist() if value is not None else None
+
+
+def _through_float_casts(g: GraphIndex, name: str) -> str:
+    """``name``'s source through any ``Cast`` to float32 (identities here: their inputs are float32)."""
+    while (cast := g.producer.get(name)) is not None and cast.op_type == "Cast" and \
+            attribute(cast, "to") == TensorProto.FLOAT:
+        name = cast.input[0]
+    return name
+
+
+def _mask_column(g: GraphIndex, name: str) -> bool:
+    """Whether ``name`` is the attention mask as float32, unsqueezed to (batch, length, 1)."""
+    cast = g.producer.get(name)
+    if cast is None or cast.op_type != "Cast" or attribute(cast, "to") != TensorProto.FLOAT:
+        return False
+    unsqueeze = g.producer.get(cast.input[0])
+    if unsqueeze is None or unsqueeze.op_type != "Unsqueeze" or unsqueeze.input[0] != MASK:
+        return False
+    axes = attribute(unsqueeze, "axes") or _value(g, unsqueeze.input[1] if len(unsqueeze.input) > 1 else "")
+    return list(axes or []) in ([-1], [2])
+
+
+def _last_position(g: GraphIndex, node: onnx.NodeProto) -> bool:
+    """Whether the ``Slice`` ``node`` keeps the last position of axis 1, and only it."""
+    starts, ends, axes = (_value(g, i) for i in node.input[1:4])
+    steps = _value(g, node.input[4]) if len(node.input) > 4 and node.input[4] else [1]
+    return starts == [-1] and axes == [1] and steps == [1] and ends is not None and ends[0] >= 2 ** 31 - 1
