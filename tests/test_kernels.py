@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,24 @@ def _quantize_constants(rng, k, float_channels, zero_point):
 def test_the_library_is_built_in_this_install():
     assert kernels.available(), "runtime/kernels was not compiled: pip install -e . needs a C++17 compiler"
     assert kernels.isa() in kernels.ISAS
+
+
+def test_a_failed_build_removes_the_library_an_earlier_build_left(tmp_path):
+    """The library is optional, so a compile error is a warning; an editable install must not keep
+    running the kernels of the build before it."""
+    root = Path(__file__).resolve().parents[1]
+    for name in ("setup.py", "pyproject.toml"):
+        (tmp_path / name).write_bytes((root / name).read_bytes())
+    (tmp_path / "runtime" / "kernels").mkdir(parents=True)
+    (tmp_path / "runtime" / "kernels" / "kernels.cc").write_text("this is not C++\n")
+    (tmp_path / "runtime" / "embedrt").mkdir()
+    stale = tmp_path / "runtime" / "embedrt" / ("_kernels" + sysconfig.get_config_var("EXT_SUFFIX"))
+    stale.write_bytes(b"an earlier build")
+    built = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert not stale.exists()
+    assert "the kernel library failed to build; removed the earlier build" in built.stdout + built.stderr
 
 
 @pytest.mark.skipif(bool(os.environ.get(kernels.ISA_ENV)), reason="this run is the one under a capped instruction set")
