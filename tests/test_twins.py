@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import embedrt
+import onnx
 import pytest
 from embedrt_dev import twins
 from embedrt_export import SourceError, export, variants
@@ -35,11 +36,29 @@ def test_twin_parity(twin_id, twin_assets, tmp_path_factory, add_variants):
     fused = list(variants.build_text_variants((root / "artifact" / "text" / "model.onnx").read_bytes(), facts,
                                               ["fp32_fused"]))
     assert fused[0].note == ""
+    assert not _expanded_biases(fused[0].onnx_bytes)
     add_variants(root / "artifact", fused)
     ours = embedrt.SentenceTransformer(root / "artifact", variant="fp32_fused")
     parity = measure(reference, ours, texts, batch_size=4)
     assert parity.max_one_minus_cos <= 1e-6, parity
     assert parity.token_max_abs <= 1e-4, parity
+
+
+def _expanded_biases(onnx_bytes: bytes) -> list[str]:
+    """The score biases a graph's attentions read from an Expand to more than (1, 1, 1, 1), directly or
+    through a Where: a padding mask copied over the queries, MPNet's position bias copied over the batch."""
+    graph = onnx.load_from_string(onnx_bytes).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    ones = {i.name for i in graph.initializer if list(i.dims) == [4] and
+            onnx.numpy_helper.to_array(i).tolist() == [1, 1, 1, 1]}
+    found = []
+    for bias in {b for n in graph.node if n.op_type == "PackedAttention" for b in n.input[7:]}:
+        node = producer.get(bias)
+        if node is not None and node.op_type == "Where":
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type == "Expand" and node.input[1] not in ones:
+            found.append(bias)
+    return found
 
 
 def test_pooling_without_prompt_is_refused(twin_assets, tmp_path):
