@@ -48,23 +48,31 @@ Ort::Status PackRows(const Tensor<float>& x, const Tensor<int64_t>& mask, Tensor
   return Ort::Status(nullptr);
 }
 
-Ort::Status UnpackRows(const Tensor<float>& packed, const Tensor<int64_t>& mask, Tensor<float>& x_out) {
-  const std::string op = "UnpackRows";
+// The item lengths of packed rows (1, tokens, hidden) from their right-padded attention_mask, checked
+// against the rows.
+Ort::Status PackedLengths(const std::string& op, const Tensor<float>& packed, const Tensor<int64_t>& mask,
+                          std::vector<int64_t>& lengths) {
   const auto s = packed.Shape();
-  const auto ms = mask.Shape();
-  if (s.size() != 3 || s[0] != 1 || ms.size() != 2) return Invalid(op, "packed must be (1, tokens, hidden) and attention_mask (batch, length)");
-  std::vector<int64_t> lengths;
+  if (s.size() != 3 || s[0] != 1 || mask.Shape().size() != 2)
+    return Invalid(op, "packed must be (1, tokens, hidden) and attention_mask (batch, length)");
   int64_t tokens = 0;
   if (auto status = MaskLengths(op, mask, lengths, tokens); !status.IsOK()) return status;
   if (tokens != s[1])
     return Invalid(op, "attention_mask has " + std::to_string(tokens) + " tokens but packed has " + std::to_string(s[1]) + " rows");
-  float* x = x_out.Allocate({ms[0], ms[1], s[2]});
+  return Ort::Status(nullptr);
+}
+
+Ort::Status UnpackRows(const Tensor<float>& packed, const Tensor<int64_t>& mask, Tensor<float>& x_out) {
+  std::vector<int64_t> lengths;
+  if (auto status = PackedLengths("UnpackRows", packed, mask, lengths); !status.IsOK()) return status;
+  const int64_t h = packed.Shape()[2], l = mask.Shape()[1];
+  float* x = x_out.Allocate({static_cast<int64_t>(lengths.size()), l, h});
   const float* from = packed.Data();
-  for (int64_t b = 0; b < ms[0]; ++b) {
-    float* row = x + b * ms[1] * s[2];
-    std::copy_n(from, lengths[b] * s[2], row);
-    from += lengths[b] * s[2];
-    std::fill(row + lengths[b] * s[2], row + ms[1] * s[2], 0.0f);
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    float* row = x + static_cast<int64_t>(b) * l * h;
+    std::copy_n(from, lengths[b] * h, row);
+    from += lengths[b] * h;
+    std::fill(row + lengths[b] * h, row + l * h, 0.0f);
   }
   return Ort::Status(nullptr);
 }
@@ -73,20 +81,13 @@ Ort::Status UnpackRows(const Tensor<float>& packed, const Tensor<int64_t>& mask,
 // sequence gives on the unpacked rows times the mask (padding adds exact zeros after the item's rows),
 // to the bit, without unpacking, masking or summing the padding.
 Ort::Status SumRows(const Tensor<float>& packed, const Tensor<int64_t>& mask, Tensor<float>& sums_out) {
-  const std::string op = "SumRows";
-  const auto s = packed.Shape();
-  const auto ms = mask.Shape();
-  if (s.size() != 3 || s[0] != 1 || ms.size() != 2) return Invalid(op, "packed must be (1, tokens, hidden) and attention_mask (batch, length)");
   std::vector<int64_t> lengths;
-  int64_t tokens = 0;
-  if (auto status = MaskLengths(op, mask, lengths, tokens); !status.IsOK()) return status;
-  if (tokens != s[1])
-    return Invalid(op, "attention_mask has " + std::to_string(tokens) + " tokens but packed has " + std::to_string(s[1]) + " rows");
-  const int64_t h = s[2];
-  float* y = sums_out.Allocate({ms[0], h});
+  if (auto status = PackedLengths("SumRows", packed, mask, lengths); !status.IsOK()) return status;
+  const int64_t h = packed.Shape()[2];
+  float* y = sums_out.Allocate({static_cast<int64_t>(lengths.size()), h});
   const float* from = packed.Data();
-  for (int64_t b = 0; b < ms[0]; ++b) {
-    float* sum = y + b * h;
+  for (size_t b = 0; b < lengths.size(); ++b) {
+    float* sum = y + static_cast<int64_t>(b) * h;
     std::fill(sum, sum + h, 0.0f);
     for (int64_t i = 0; i < lengths[b]; ++i, from += h)
       for (int64_t j = 0; j < h; ++j) sum[j] += from[j];
